@@ -1,0 +1,143 @@
+"""What a validated profile holds. ``agent.profile.loader`` builds these from TOML.
+
+Each section declares its defaults here, next to the code that reads it.
+Paths are absolute once loaded (relative ones are taken from the profile's folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.vehicle.mode import ModeSettings
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    jid: str
+    password: str = field(repr=False)
+    host: str | None = None
+    port: int | None = None
+    ca_file: Path | None = None  # None: the system's trusted CAs
+    resource: str = "headunit"
+
+
+@dataclass(frozen=True)
+class SignalMapping:
+    """One DBC signal feeding one VSS path: value = dbc_value * scale + offset."""
+
+    path: str
+    message: str | int  # DBC message name, or its frame id
+    signal: str
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    datatype: str | None = None  # "boolean", "int", "float" or "string"; None keeps the decoded type
+
+
+@dataclass(frozen=True)
+class CanConfig:
+    interface: str  # "socketcan", "virtual", "replay" or any python-can interface
+    channel: str = "can0"
+    bitrate: int | None = None
+    fd: bool = False
+    data_bitrate: int | None = None
+    dbc: Path | None = None
+    signals: tuple[SignalMapping, ...] = ()
+    replay_file: Path | None = None  # interface "replay": a .log/.asc/.blf file
+    replay_loop: bool = False
+    stale_after: float = 2.0  # s without a frame before CAN values go stale
+
+
+@dataclass(frozen=True)
+class ObdPid:
+    pid: int
+    path: str  # where its value goes; defaults per PID in drivers/can/obd.py
+
+
+@dataclass(frozen=True)
+class ObdConfig:
+    pids: tuple[ObdPid, ...]
+    interval: float = 1.0  # s between polls of the whole list
+    timeout: float = 0.2  # s to wait for the first answer to one request
+    stale_after: float = 5.0
+
+
+@dataclass(frozen=True)
+class GnssConfig:
+    source: str  # "serial", "gpsd" or "replay"
+    port: str | None = None  # serial
+    baudrate: int = 9600
+    host: str = "127.0.0.1"  # gpsd
+    gpsd_port: int = 2947
+    file: Path | None = None  # replay: an NMEA log
+    stale_after: float = 5.0
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str | None = None  # None: gpiozero's default; "mock" for MockFactory
+    ignition_pin: int | str | None = None
+    ignition_active_high: bool = True
+    ignition_bounce: float = 0.05
+    led_pin: int | str | None = None
+    button_pin: int | str | None = None
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    can: CanConfig | None = None
+    obd: ObdConfig | None = None
+    gnss: GnssConfig | None = None
+    gpio: GpioConfig | None = None
+
+
+@dataclass(frozen=True)
+class PresenceRule:
+    """How one vehicle mode shows: XMPP show (None = available), status template, priority."""
+
+    show: str | None
+    status: str
+    priority: int = 0
+
+
+def _default_presence() -> dict[str, PresenceRule]:
+    return {
+        "off": PresenceRule("xa", "Ignition off"),
+        "parked": PresenceRule(None, "Parked"),
+        "idling": PresenceRule("away", "Engine running · stationary"),
+        "driving": PresenceRule("dnd", "Driving · {speed:.0f} km/h"),
+    }
+
+
+@dataclass(frozen=True)
+class PresencePolicyConfig:
+    rules: dict[str, PresenceRule] = field(default_factory=_default_presence)
+    min_text_interval: float = 30.0  # s between updates that change only the status text
+
+
+@dataclass(frozen=True)
+class PoliciesConfig:
+    mode: ModeSettings = field(default_factory=ModeSettings)
+    presence: PresencePolicyConfig = field(default_factory=PresencePolicyConfig)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    operators: tuple[str, ...] = ()  # bare JIDs, or "@domain" for a whole domain
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
+
+
+@dataclass(frozen=True)
+class Profile:
+    file: Path
+    name: str
+    account: AccountConfig
+    vehicle: VehicleConfig
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)

@@ -1,0 +1,1 @@
+"""Hardware access: CAN, GNSS, GPIO. Never imports agent/."""
