@@ -22,7 +22,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Return the delay before the next attempt and count this failure."""
-        base = min(self.cap, self.initial * (2 ** self.attempts))
+        base = min(self.cap, self.initial * 2.0 ** self.attempts)
         self.attempts += 1
         return base * (1.0 - self.jitter * self._rng.random())
 

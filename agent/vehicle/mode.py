@@ -79,7 +79,7 @@ class ModeMachine:
         elif moving:
             if self.mode is VehicleMode.DRIVING or held(self._moving_since, s.drive_after):
                 self.mode = VehicleMode.DRIVING
-            elif self.mode is VehicleMode.OFF:
+            else:
                 self.mode = VehicleMode.IDLING if running else VehicleMode.PARKED
         elif self.mode is VehicleMode.DRIVING:
             if held(self._parking_since, s.park_after):

@@ -1,0 +1,134 @@
+"""The agent: builds drivers, state, policies and the XMPP session from a profile; runs and stops them.
+
+Data flows one way: drivers → vehicle state → policies → XMPP. Shutdown runs
+in stages with timeouts: stop inputs, stop policies, say goodbye on XMPP, then
+whatever task is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from agent.clock import Clock
+from agent.policies.presence import PresencePolicy
+from agent.profile.model import GpioConfig, Profile
+from agent.supervisor import Supervisor
+from agent.vehicle import paths
+from agent.vehicle.can_feed import CanFeed
+from agent.vehicle.gnss_feed import GnssFeed
+from agent.vehicle.mode_tracker import ModeTracker
+from agent.vehicle.state import VehicleState
+from agent.xmpp.client import XmppSession
+from drivers.errors import DriverError
+
+if TYPE_CHECKING:
+    from drivers.gpio import GpioBoard
+
+log = logging.getLogger(__name__)
+
+INPUT_TASKS = ["can", "obd", "gnss"]
+
+
+class Agent:
+    """One car, one process."""
+
+    def __init__(self, profile: Profile, *, speed: float | None = None) -> None:
+        self.profile = profile
+        self.clock = Clock(speed if speed is not None else profile.simulation.speed)
+        self.state = VehicleState(clock=self.clock.now)
+        self.supervisor = Supervisor()
+        self.xmpp = XmppSession(profile.account, profile.fleet.operators)
+        self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
+        self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp)
+        vehicle = profile.vehicle
+        self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
+                           speed=self.clock.speed) if vehicle.can else None
+        self.gnss = GnssFeed(self.state, vehicle.gnss, speed=self.clock.speed) if vehicle.gnss else None
+        self.gpio: GpioBoard | None = None
+        self.started_at: float | None = None
+        self.online_at: float | None = None
+        self.xmpp.when_online.append(self._on_online)
+        self.xmpp.when_offline.append(self._on_offline)
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        log.info("starting %s (%s)", self.profile.name, self.profile.file)
+        if self.can is not None:
+            self.supervisor.start("can", self.can.port.run)
+            if self.can.obd is not None:
+                self.supervisor.start("obd", self.can.obd.run)  # type: ignore[attr-defined]
+        if self.gnss is not None:
+            self.supervisor.start("gnss", self.gnss.source.run)
+        if self.profile.vehicle.gpio is not None:
+            self._start_gpio(self.profile.vehicle.gpio)
+        self.supervisor.start("stale-sweep", self._sweep_stale)
+        self.mode.start()
+        self.presence.start()
+        self.xmpp.start()
+
+    async def stop(self) -> None:
+        """Stop in stages; each stage has its own timeout so a stuck part cannot hold the rest."""
+        log.info("stopping")
+        await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
+        if self.gpio is not None:
+            self.gpio.stop()
+        self.presence.stop()
+        self.mode.stop()
+        await self.xmpp.stop(timeout=2.0)
+        await self.supervisor.stop(timeout=1.0)
+        log.info("stopped")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def _start_gpio(self, config: GpioConfig) -> None:
+        from drivers.gpio import GpioBoard, LedPattern
+
+        board = GpioBoard(
+            pin_factory=config.pin_factory, ignition_pin=config.ignition_pin,
+            ignition_active_high=config.ignition_active_high, ignition_bounce=config.ignition_bounce,
+            led_pin=config.led_pin, button_pin=config.button_pin,
+            on_ignition=self._on_ignition, on_button=self._on_button,
+        )
+        try:
+            board.start(asyncio.get_running_loop())
+        except DriverError as exc:
+            log.error("GPIO unavailable, carrying on without it: %s", exc)
+            return
+        self.gpio = board
+        board.set_led(LedPattern.BLINK_SLOW)
+
+    def _on_ignition(self, is_on: bool) -> None:
+        self.state.update(paths.LOW_VOLTAGE_STATE, "ON" if is_on else "OFF", "gpio")
+
+    def _on_button(self, is_pressed: bool) -> None:
+        self.state.update(paths.DRIVER_BUTTON, is_pressed, "gpio")
+
+    def _on_online(self) -> None:
+        if self.online_at is None and self.started_at is not None:
+            self.online_at = time.monotonic()
+            log.info("online %.2f s after start", self.online_at - self.started_at)
+        self._set_led("ON")
+
+    def _on_offline(self) -> None:
+        self._set_led("BLINK_SLOW")
+
+    def _set_led(self, name: str) -> None:
+        if self.gpio is not None:
+            from drivers.gpio import LedPattern
+
+            self.gpio.set_led(LedPattern[name])
+
+    async def _sweep_stale(self) -> None:
+        """Mark values stale when their source has gone quiet (vehicle time)."""
+        interval = self.clock.real_delay(0.5)
+        while True:
+            await asyncio.sleep(interval)
+            self.state.expire()

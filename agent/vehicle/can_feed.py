@@ -1,0 +1,82 @@
+"""CAN → vehicle state: decodes the mapped DBC signals and OBD-II answers into VSS paths."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import can
+
+from agent.profile.model import CanConfig, ObdConfig
+from agent.vehicle.state import VehicleState
+from drivers.backoff import Backoff
+from drivers.can import CanPort, DbcDecoder, FrameFilter, SignalSpec
+
+log = logging.getLogger(__name__)
+
+SOURCE = "can"
+OBD_SOURCE = "obd"
+OBD_RESPONSE_IDS = frozenset((i, False) for i in range(0x7E8, 0x7F0))
+
+
+class CanFeed:
+    """Owns the CAN port of a profile and writes what it decodes into the state."""
+
+    def __init__(self, state: VehicleState, config: CanConfig, obd: ObdConfig | None = None, *,
+                 clock: Callable[[], float], speed: float = 1.0) -> None:
+        self._state = state
+        self._clock = clock
+        self._refresh_every = config.stale_after / 4
+        self._refreshed: dict[int, float] = {}
+        state.set_stale_after(SOURCE, config.stale_after)
+        specs = [SignalSpec(m.message, m.signal, m.path, m.scale, m.offset, m.datatype)
+                 for m in config.signals]
+        self.decoder = DbcDecoder.from_file(config.dbc, specs) if config.dbc and specs else None
+        frame_filter = self.decoder.frame_filter if self.decoder else FrameFilter()
+        self.obd = None
+        if obd is not None:
+            self.obd = self._make_obd(obd)
+            frame_filter = frame_filter | FrameFilter(OBD_RESPONSE_IDS)
+        self.port = CanPort(
+            config.interface, config.channel, self._on_frames, frame_filter,
+            bitrate=config.bitrate, fd=config.fd, data_bitrate=config.data_bitrate,
+            replay_file=config.replay_file, replay_speed=speed, replay_loop=config.replay_loop,
+            backoff=Backoff(initial=1.0, cap=30.0),
+        )
+
+    def _make_obd(self, obd: ObdConfig) -> object:
+        from drivers.can.obd import ObdPoller
+
+        paths = {p.pid: p.path for p in obd.pids}
+        self._state.set_stale_after(OBD_SOURCE, obd.stale_after)
+
+        def on_value(pid: int, value: float) -> None:
+            self._state.update(paths[pid], value, OBD_SOURCE)
+
+        return ObdPoller(self.port_send, [p.pid for p in obd.pids], on_value,
+                         interval=obd.interval, timeout=obd.timeout)
+
+    async def port_send(self, msg: can.Message) -> None:
+        await self.port.send(msg)
+
+    def _on_frames(self, frames: list[can.Message]) -> None:
+        """Called in the loop with a batch of wanted frames."""
+        decoder = self.decoder
+        update = self._state.update
+        now = self._clock()
+        for msg in frames:
+            arbitration_id = msg.arbitration_id
+            if decoder is not None:
+                route, values = decoder.decode(arbitration_id, msg.is_extended_id, msg.data)
+                if values:
+                    for path, value in values:
+                        update(path, value, SOURCE, msg.timestamp)  # type: ignore[arg-type]
+                    self._refreshed[arbitration_id] = now
+                    continue
+                if route is not None:
+                    if now - self._refreshed.get(arbitration_id, -1e9) >= self._refresh_every:
+                        self._refreshed[arbitration_id] = now
+                        self._state.refresh(route.keys, msg.timestamp)  # type: ignore[arg-type]
+                    continue
+            if self.obd is not None and 0x7E8 <= arbitration_id <= 0x7EF:
+                self.obd.feed(msg)  # type: ignore[attr-defined]
