@@ -31,6 +31,9 @@ FramesCallback = Callable[[list[can.Message]], None]
 
 CAN_ERR_BUSOFF = 0x00000040  # linux/can/error.h: error class "bus off"
 BATCH_MAX = 512
+# Frames are handed to the loop at most this often (seconds): one wake-up for many
+# frames instead of one per frame, at the price of this much added latency.
+BATCH_WINDOW = 0.005
 # Interfaces whose drivers filter in the kernel or the adapter; elsewhere python-can
 # filters in Python per frame, which our own set lookup does cheaper.
 HARDWARE_FILTERING = frozenset({"socketcan", "kvaser", "pcan", "vector", "ixxat", "neovi", "gs_usb"})
@@ -62,6 +65,7 @@ class CanPort:
     replay_speed: float = 1.0
     replay_loop: bool = False
     backoff: Backoff = field(default_factory=Backoff)
+    batch_window: float = BATCH_WINDOW
     bus_options: dict[str, Any] = field(default_factory=dict)
     stats: CanStats = field(default_factory=CanStats)
     replay_finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,7 +111,7 @@ class CanPort:
         fileno = _fileno(bus)
         try:
             if fileno is not None:
-                loop.add_reader(fileno, self._drain_ready, bus, failed)
+                loop.add_reader(fileno, self._on_readable, loop, fileno, bus, failed)
             else:
                 reader = threading.Thread(target=self._read_thread, args=(bus, loop, stop, failed),
                                           name=f"can-{self.channel}", daemon=True)
@@ -188,27 +192,43 @@ class CanPort:
         """The one thread→loop bridge for buses without a file descriptor."""
         while not stop.is_set():
             try:
-                batch = self._read_batch(bus, 0.2)
+                first = bus.recv(0.2)
+                if first is not None and self.batch_window > 0:
+                    stop.wait(self.batch_window)
+                batch = self._read_batch(bus, first)
             except (can.CanError, OSError) as exc:
                 loop.call_soon_threadsafe(_fail, failed, exc)
                 return
             if batch:
                 loop.call_soon_threadsafe(self._deliver, batch)
 
-    def _drain_ready(self, bus: can.BusABC, failed: asyncio.Future[BaseException]) -> None:
+    def _on_readable(self, loop: asyncio.AbstractEventLoop, fileno: int, bus: can.BusABC,
+                     failed: asyncio.Future[BaseException]) -> None:
+        """The descriptor has frames: let the batch window fill, then drain and watch again."""
+        if self.batch_window > 0:
+            loop.remove_reader(fileno)
+            loop.call_later(self.batch_window, self._drain_ready, loop, fileno, bus, failed)
+        else:
+            self._drain_ready(loop, None, bus, failed)
+
+    def _drain_ready(self, loop: asyncio.AbstractEventLoop, rearm: int | None, bus: can.BusABC,
+                     failed: asyncio.Future[BaseException]) -> None:
+        if failed.done() or self._bus is not bus:
+            return
         try:
-            batch = self._read_batch(bus, 0.0)
+            batch = self._read_batch(bus, bus.recv(0.0))
         except (can.CanError, OSError) as exc:
             _fail(failed, exc)
             return
+        if rearm is not None:
+            loop.add_reader(rearm, self._on_readable, loop, rearm, bus, failed)
         if batch:
             self._deliver(batch)
 
-    def _read_batch(self, bus: can.BusABC, timeout: float) -> list[can.Message]:
-        """Wait up to ``timeout`` for a frame, then take what is already queued, filtered."""
+    def _read_batch(self, bus: can.BusABC, msg: can.Message | None) -> list[can.Message]:
+        """Starting from ``msg``, take the frames already queued (up to BATCH_MAX), filtered."""
         batch: list[can.Message] = []
         wanted = self.frame_filter.accepts if self.frame_filter else None
-        msg = bus.recv(timeout)
         while msg is not None:
             if msg.is_error_frame or wanted is None or wanted(msg.arbitration_id, msg.is_extended_id):
                 batch.append(msg)
