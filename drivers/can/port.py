@@ -124,6 +124,7 @@ class CanPort:
             raise DriverOperationError(str(exc)) from exc
         finally:
             stop.set()
+            failed.cancel()  # also tells a pending batch-window callback that this bus is gone
             if fileno is not None:
                 loop.remove_reader(fileno)
             self._bus = None
@@ -213,7 +214,7 @@ class CanPort:
 
     def _drain_ready(self, loop: asyncio.AbstractEventLoop, rearm: int | None, bus: can.BusABC,
                      failed: asyncio.Future[BaseException]) -> None:
-        if failed.done() or self._bus is not bus:
+        if failed.done():  # the session ended while the batch window was open
             return
         try:
             batch = self._read_batch(bus, bus.recv(0.0))

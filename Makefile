@@ -1,0 +1,77 @@
+# headunit — two commands: `make run` (the demo car on a local Prosody) and `make test`.
+# Everything they need is set up here: Debian packages (installed when root, otherwise
+# the exact apt-get line is printed), and a virtualenv in .venv for the Python packages.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_DIR := run
+XMPP_PORT ?= 15222
+SPEED ?= 1
+PROFILE ?= profiles/demo.toml
+
+# Debian bookworm packages: the XMPP server for the demo and the tests, openssl for the
+# throw-away CA, gpsd for the gpsd-source test.
+APT_PACKAGES := prosody lua-unbound openssl gpsd
+
+.DEFAULT_GOAL := help
+.PHONY: help setup deps venv run test typecheck bench clean distclean
+
+help:
+	@echo "make run        set up, start a local Prosody and run the demo car (Ctrl-C stops)"
+	@echo "make test       set up, then type-check and run the whole test suite"
+	@echo "make bench      measure the CAN pipeline, memory and start-up; writes BENCHMARKS.md"
+	@echo "make setup      only install what is missing (Debian packages, .venv)"
+	@echo "make clean      remove the run folder (demo server data, certificates)"
+	@echo "variables: SPEED=10 (replay faster), XMPP_PORT=$(XMPP_PORT), PROFILE=$(PROFILE)"
+
+setup: deps venv
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages. Run this, then make again:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c 'import agent, can, cantools, slixmpp, pynmea2, serial, gpiozero, pytest' \
+	  || { echo "the Python packages did not install; see the messages above"; exit 1; }
+	@touch $@
+
+run: setup
+	@$(PY) -m tests.harness.devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
+	  --account car --account operator -- \
+	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
+
+typecheck: setup
+	@$(PY) -m mypy
+
+test: setup typecheck
+	@$(PY) -m pytest
+
+bench: setup
+	@$(PY) -m tests.bench
+
+clean:
+	rm -rf $(RUN_DIR)
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
