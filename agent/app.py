@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.clock import Clock
+from agent.errors import AgentTimeout
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
 from agent.supervisor import Supervisor
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INPUT_TASKS = ["can", "obd", "gnss"]
+INPUT_TASKS = ["wait-for-online", "can", "obd", "gnss"]
 
 
 class Agent:
@@ -56,18 +57,35 @@ class Agent:
     async def start(self) -> None:
         self.started_at = time.monotonic()
         log.info("starting %s (%s)", self.profile.name, self.profile.file)
-        if self.can is not None:
-            self.supervisor.start("can", self.can.port.run)
-            if self.can.obd is not None:
-                self.supervisor.start("obd", self.can.obd.run)  # type: ignore[attr-defined]
-        if self.gnss is not None:
-            self.supervisor.start("gnss", self.gnss.source.run)
         if self.profile.vehicle.gpio is not None:
             self._start_gpio(self.profile.vehicle.gpio)
         self.supervisor.start("stale-sweep", self._sweep_stale)
         self.mode.start()
         self.presence.start()
         self.xmpp.start()
+        wait = self.profile.simulation.wait_for_online
+        if wait > 0:
+            self.supervisor.start("wait-for-online", lambda: self._start_inputs_when_online(wait),
+                                  restart=False)
+        else:
+            self._start_inputs()
+
+    def _start_inputs(self) -> None:
+        if self.can is not None:
+            self.supervisor.start("can", self.can.port.run)
+            if self.can.obd is not None:
+                self.supervisor.start("obd", self.can.obd.run)  # type: ignore[attr-defined]
+        if self.gnss is not None:
+            self.supervisor.start("gnss", self.gnss.source.run)
+
+    async def _start_inputs_when_online(self, timeout: float) -> None:
+        try:
+            await self.xmpp.wait_online(timeout)
+        except AgentTimeout as exc:
+            log.warning("starting the replay offline: %s", exc)
+        else:
+            log.info("online: starting the replay")
+        self._start_inputs()
 
     async def stop(self) -> None:
         """Stop in stages; each stage has its own timeout so a stuck part cannot hold the rest."""

@@ -582,4 +582,5 @@ def _fleet(t: _Table) -> FleetConfig:
 
 def _simulation(t: _Table) -> SimulationConfig:
     t.only(_field_names(SimulationConfig))
-    return SimulationConfig(**_present(speed=t.number("speed")))
+    return SimulationConfig(**_present(speed=t.number("speed"),
+                                       wait_for_online=t.number("wait_for_online", ">= 0")))

@@ -130,6 +130,9 @@ class FleetConfig:
 @dataclass(frozen=True)
 class SimulationConfig:
     speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
+    # Start the replays only once XMPP is online (or after this many seconds offline),
+    # so a watcher sees the whole drive; 0 starts them at once.
+    wait_for_online: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,150 @@
+"""Runs ``headunit run`` as a real process against a test server, and a watcher client as the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import slixmpp
+
+from tests.harness.prosody import ServerInfo
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_PROFILE = REPO / "profiles" / "demo.toml"
+
+
+class AgentProcess:
+    """``python -m agent run PROFILE`` with the account taken from the environment."""
+
+    def __init__(self, server: ServerInfo, jid: str, password: str, *, profile: Path = DEMO_PROFILE,
+                 speed: float | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.command = [sys.executable, "-m", "agent", "run", str(profile)]
+        if speed is not None:
+            self.command += ["--speed", str(speed)]
+        self.env = {**os.environ, "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password,
+                    "HEADUNIT_HOST": server.host, "HEADUNIT_PORT": str(server.port),
+                    "HEADUNIT_CA_FILE": str(server.ca_file), "PYTHONUNBUFFERED": "1",
+                    **(extra_env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: deque[str] = deque(maxlen=2000)
+        self._line_times: list[tuple[float, str]] = []
+        self.started_at = 0.0
+        self._pump: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._line_times.append((time.monotonic(), line))
+
+    def first_line_time(self, text: str) -> float | None:
+        """Seconds from start to the first output line containing ``text``."""
+        for at, line in list(self._line_times):
+            if text in line:
+                return at - self.started_at
+        return None
+
+    async def wait_for_line(self, text: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            at = self.first_line_time(text)
+            if at is not None:
+                return at
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"agent exited ({self.process.returncode}) before {text!r}:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {text!r} from the agent within {timeout} s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, as Ctrl-C does; SIGKILL if it does not stop within ``timeout``."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"agent did not stop within {timeout} s:\n{self.tail()}") from None
+        if self._pump is not None:
+            self._pump.join(2)
+        return self.process.returncode
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(list(self.lines)[-n:])
+
+
+@dataclass
+class SeenPresence:
+    at: float
+    type: str
+    show: str
+    status: str
+
+
+@dataclass
+class Watcher:
+    """An operator's client (slixmpp, as any script would be) recording a contact's presence."""
+
+    jid: str
+    password: str
+    server: ServerInfo
+    contact: str
+    seen: list[SeenPresence] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        client = slixmpp.ClientXMPP(f"{self.jid}/watcher", self.password)
+        client.enable_direct_tls = False
+        client.enable_plaintext = False
+        client.ca_certs = Path(self.server.ca_file)
+        client.add_event_handler("presence", self._on_presence)
+        online = asyncio.Event()
+        client.add_event_handler("session_start", lambda _: online.set())
+        client.connect(self.server.host, self.server.port)
+        await asyncio.wait_for(online.wait(), 20)
+        client.send_presence()
+        client.send_presence_subscription(pto=self.contact, ptype="subscribe")
+        self.client = client
+
+    def _on_presence(self, presence: slixmpp.Presence) -> None:
+        if presence["from"].bare != self.contact or presence["type"] not in (
+                "available", "unavailable", "dnd", "away", "xa", "chat"):
+            return
+        kind = "unavailable" if presence["type"] == "unavailable" else "available"
+        self.seen.append(SeenPresence(time.monotonic(), kind, presence["show"] or "", presence["status"]))
+        self.changed.set()
+
+    def shows(self) -> list[str]:
+        """The sequence of shows ("" = available, "unavailable"), consecutive repeats folded."""
+        out: list[str] = []
+        for p in self.seen:
+            show = "unavailable" if p.type == "unavailable" else p.show
+            if not out or out[-1] != show:
+                out.append(show)
+        return out
+
+    async def wait_for(self, predicate: object, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def stop(self) -> None:
+        self.client.disconnect()
+        await asyncio.sleep(0.1)
