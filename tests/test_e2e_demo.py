@@ -56,7 +56,10 @@ async def test_the_operator_sees_the_demo_drive_in_the_cars_presence(prosody: Pr
     await watcher.stop()
 
     assert returncode == 0, agent.tail()
-    assert watcher.shows() == [*shows, "unavailable"], "the operator saw exactly the drive, then goodbye"
+    seen = watcher.shows()
+    if seen[0] == "unavailable":  # the server's answer to the subscription while the car was offline
+        seen = seen[1:]
+    assert seen == [*shows, "unavailable"], "the operator saw exactly the drive, then goodbye"
     driving = [p for p in watcher.seen if p.show == "dnd"]
     assert all(re.fullmatch(r"Driving · \d+ km/h", p.status) for p in driving), [p.status for p in driving]
     assert len({p.status for p in driving}) > 1, "the status text follows the speed"

@@ -33,7 +33,7 @@ def test_a_full_drive_goes_off_parked_idling_driving_parked_off() -> None:
         (30, ModeInputs(ignition=True, speed=20, engine_rpm=1500, parking_signal=False)),
         (100, ModeInputs(ignition=True, speed=0, engine_rpm=800, parking_signal=False)),  # red light
         (140, ModeInputs(ignition=True, speed=30, engine_rpm=1500, parking_signal=False)),
-        (200, ModeInputs(ignition=True, speed=0, engine_rpm=800, parking_signal=True)),  # gear P
+        (200, ModeInputs(ignition=True, speed=0, engine_rpm=0, parking_signal=True)),  # gear P, engine off
         (220, ModeInputs(ignition=False)),
     ])
     assert timeline == [(0, M.OFF), (10, M.PARKED), (20, M.IDLING), (30 + s.drive_after, M.DRIVING),
@@ -51,6 +51,13 @@ def test_a_red_light_stop_stays_driving_but_a_long_stop_becomes_idling() -> None
     machine = ModeMachine(s, initial=M.DRIVING)  # engine stopped by start-stop: parked after the grace
     assert run(machine, [(0, ModeInputs(ignition=True, speed=0, engine_rpm=0))]) == [
         (0, M.DRIVING), (120, M.PARKED)]
+
+
+def test_shifting_to_park_with_the_engine_running_ends_the_drive_as_idling_without_a_parked_blip() -> None:
+    machine = ModeMachine(ModeSettings(park_after=3), initial=M.DRIVING)
+    assert run(machine, [(0, ModeInputs(ignition=True, speed=0, engine_rpm=800, parking_signal=True)),
+                         (10, ModeInputs(ignition=True, speed=0, engine_rpm=0, parking_signal=True))]) == [
+        (0, M.DRIVING), (3, M.IDLING), (10, M.PARKED)]
 
 
 def test_brief_movement_does_not_start_a_drive() -> None:
@@ -76,3 +83,14 @@ def test_deadline_is_reported_so_the_caller_can_schedule() -> None:
     mode, due = machine.step(ModeInputs(ignition=True, speed=40, engine_rpm=2000), 50.0)
     assert (mode, due) == (M.IDLING, 52.0)
     assert machine.step(ModeInputs(ignition=True, speed=40, engine_rpm=2000), 52.0) == (M.DRIVING, None)
+
+
+def test_the_demo_drives_generator_agrees_with_the_mode_machine() -> None:
+    """The generator re-implements the rules (it is standalone); its committed timeline must be current."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "profiles" / "demo" / "generate_drive.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -82,9 +82,8 @@ class ModeMachine:
             else:
                 self.mode = VehicleMode.IDLING if running else VehicleMode.PARKED
         elif self.mode is VehicleMode.DRIVING:
-            if held(self._parking_since, s.park_after):
-                self.mode = VehicleMode.PARKED
-            elif held(self._stationary_since, s.stop_grace):
+            # A parking signal (P, parking brake) ends the drive sooner than the stop grace.
+            if held(self._parking_since, s.park_after) or held(self._stationary_since, s.stop_grace):
                 self.mode = VehicleMode.IDLING if running else VehicleMode.PARKED
         else:
             self.mode = VehicleMode.IDLING if running else VehicleMode.PARKED
