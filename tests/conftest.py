@@ -1,0 +1,48 @@
+"""Shared fixtures: one throw-away PKI and one private Prosody per test session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.pki import Pki, make_pki
+from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA and a ``localhost`` server certificate in a session tmp dir."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Prosody]:
+    """A Prosody on free loopback ports, started once per session, with no accounts."""
+    with Prosody(tmp_path_factory.mktemp("prosody"), pki=pki) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prosody_server(prosody: Prosody) -> ServerInfo:
+    """Host, c2s port, domain and CA file of the session's Prosody."""
+    return prosody.server_info()
+
+
+@pytest.fixture
+def xmpp_account(prosody: Prosody) -> AccountFactory:
+    """Factory: ``xmpp_account(prefix="user")`` registers a fresh user, returns (jid, password)."""
+
+    def register(prefix: str = "user") -> tuple[str, str]:
+        user = f"{prefix}-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(16)
+        return prosody.register(user, password), password
+
+    return register
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers used under tests/."""
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
