@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from agent import __version__
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
+
+# A signal repeated within this many seconds (a terminal and a supervisor both
+# passing on one Ctrl-C) counts as one.
+REPEAT_GRACE = 1.0
 
 DESCRIPTION = """\
 headunit: the telematics agent for in-car Linux boards.
@@ -91,16 +97,19 @@ async def _run(profile: object, speed: float | None) -> int:
     assert isinstance(profile, Profile)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals_seen = 0
+    first_signal: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            raise SystemExit(130)
-        log.info("%s received, stopping", signal.Signals(signum).name)
-        stop.set()
+        nonlocal first_signal
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if first_signal is None:
+            first_signal = now
+            log.info("%s received, stopping (again to exit at once)", name)
+            stop.set()
+        elif now - first_signal > REPEAT_GRACE:  # a repeat within the grace is the same Ctrl-C
+            log.warning("second %s: exiting without a clean stop", name)
+            os._exit(130)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
