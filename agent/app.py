@@ -74,7 +74,7 @@ class Agent:
         if self.can is not None:
             self.supervisor.start("can", self.can.port.run)
             if self.can.obd is not None:
-                self.supervisor.start("obd", self.can.obd.run)  # type: ignore[attr-defined]
+                self.supervisor.start("obd", self.can.obd.run)
         if self.gnss is not None:
             self.supervisor.start("gnss", self.gnss.source.run)
 

@@ -495,10 +495,14 @@ def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     assert len(warnings) == 1 and "test-port" in warnings[0].getMessage()
     assert len(debugs) == 1000
     now[0] += 30.0
-    stream.feed(line("PUBX,00"))
+    stream.feed(line("PUBX,00"))  # ordinary skips (proprietary, no fix yet) are counted, never warned
+    stream.feed(line("GPRMC,120000.00,V,,,,,,,180426,,,N"))
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert (stream.stats.proprietary, stream.stats.invalid_fix) == (1, 1)
+    stream.feed(b"$GPGGA,garbage\r\n")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
-    assert "truncated 999" in warnings[1].getMessage() and "proprietary 1" in warnings[1].getMessage()
+    assert "truncated 1000" in warnings[1].getMessage() and "proprietary" not in warnings[1].getMessage()
 
 
 # -- replay of a log file -----------------------------------------------------------

@@ -52,7 +52,7 @@ class CanConfig:
 @dataclass(frozen=True)
 class ObdPid:
     pid: int
-    path: str  # where its value goes; defaults per PID in drivers/can/obd.py
+    path: str  # where its value goes; defaults per PID in agent/profile/loader.py (OBD_DEFAULT_PATHS)
 
 
 @dataclass(frozen=True)

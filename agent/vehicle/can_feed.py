@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import can
 
@@ -12,11 +13,13 @@ from agent.vehicle.state import VehicleState
 from drivers.backoff import Backoff
 from drivers.can import CanPort, DbcDecoder, FrameFilter, SignalSpec
 
+if TYPE_CHECKING:
+    from drivers.can.obd import ObdPoller
+
 log = logging.getLogger(__name__)
 
 SOURCE = "can"
 OBD_SOURCE = "obd"
-OBD_RESPONSE_IDS = frozenset((i, False) for i in range(0x7E8, 0x7F0))
 
 
 class CanFeed:
@@ -33,10 +36,12 @@ class CanFeed:
                  for m in config.signals]
         self.decoder = DbcDecoder.from_file(config.dbc, specs) if config.dbc and specs else None
         frame_filter = self.decoder.frame_filter if self.decoder else FrameFilter()
-        self.obd = None
+        self.obd: ObdPoller | None = None
         if obd is not None:
+            from drivers.can import obd as obd_driver
+
             self.obd = self._make_obd(obd)
-            frame_filter = frame_filter | FrameFilter(OBD_RESPONSE_IDS)
+            frame_filter = frame_filter | obd_driver.FRAME_FILTER
         self.port = CanPort(
             config.interface, config.channel, self._on_frames, frame_filter,
             bitrate=config.bitrate, fd=config.fd, data_bitrate=config.data_bitrate,
@@ -44,7 +49,7 @@ class CanFeed:
             backoff=Backoff(initial=1.0, cap=30.0),
         )
 
-    def _make_obd(self, obd: ObdConfig) -> object:
+    def _make_obd(self, obd: ObdConfig) -> ObdPoller:
         from drivers.can.obd import ObdPoller
 
         paths = {p.pid: p.path for p in obd.pids}
@@ -53,11 +58,11 @@ class CanFeed:
         def on_value(pid: int, value: float) -> None:
             self._state.update(paths[pid], value, OBD_SOURCE)
 
-        return ObdPoller(self.port_send, [p.pid for p in obd.pids], on_value,
+        return ObdPoller(self._send, [p.pid for p in obd.pids], on_value,
                          interval=obd.interval, timeout=obd.timeout)
 
-    async def port_send(self, msg: can.Message) -> None:
-        await self.port.send(msg)
+    async def _send(self, msg: can.Message) -> None:
+        await self.port.send(msg)  # the port exists by the time the poller runs
 
     def _on_frames(self, frames: list[can.Message]) -> None:
         """Called in the loop with a batch of wanted frames."""
@@ -78,5 +83,5 @@ class CanFeed:
                         self._refreshed[arbitration_id] = now
                         self._state.refresh(route.keys, msg.timestamp)  # type: ignore[arg-type]
                     continue
-            if self.obd is not None and 0x7E8 <= arbitration_id <= 0x7EF:
-                self.obd.feed(msg)  # type: ignore[attr-defined]
+            if self.obd is not None:
+                self.obd.feed(msg)  # it ignores ids that are not OBD-II answers

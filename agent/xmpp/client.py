@@ -89,7 +89,8 @@ class XmppSession:
 
     async def wait_online(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._online.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                await self._online.wait()
         except TimeoutError as exc:
             raise AgentTimeout(
                 f"not online as {self.account.jid} after {timeout:.0f} s: {self.last_error or 'no answer'}"
@@ -106,7 +107,8 @@ class XmppSession:
         if self.is_online:
             client.send_presence(ptype="unavailable", pstatus="Agent stopped")
             try:
-                await asyncio.wait_for(client.disconnect(wait=1.0), timeout)
+                async with asyncio.timeout(timeout):
+                    await client.disconnect(wait=1.0)
             except TimeoutError:
                 client.abort()
         else:

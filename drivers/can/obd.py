@@ -83,21 +83,6 @@ DECODERS: dict[int, Callable[[bytes], float]] = {pid: f for pid, (_, f) in _FORM
 DATA_LENGTH: dict[int, int] = {pid: n for pid, (n, _) in _FORMULAS.items()}
 DATA_LENGTH.update({pid: 4 for pid in SUPPORT_PIDS})
 
-# Default COVESA VSS path per PID, for the profile; the agent does the mapping.
-VSS_PATHS: dict[int, str] = {
-    0x04: "Vehicle.OBD.EngineLoad",
-    0x05: "Vehicle.Powertrain.CombustionEngine.ECT",
-    0x0C: "Vehicle.Powertrain.CombustionEngine.Speed",
-    0x0D: "Vehicle.Speed",
-    0x0F: "Vehicle.OBD.IntakeTemp",
-    0x10: "Vehicle.OBD.MAF",
-    0x11: "Vehicle.OBD.ThrottlePosition",
-    0x1F: "Vehicle.OBD.RunTime",
-    0x2F: "Vehicle.Powertrain.FuelSystem.RelativeLevel",
-    0x42: "Vehicle.OBD.ControlModuleVoltage",
-    0x46: "Vehicle.Exterior.AirTemperature",
-    0x5C: "Vehicle.Powertrain.CombustionEngine.EOT",
-}
 
 
 def supported_in_bitmap(base: int, bitmap: bytes) -> set[int]:

@@ -102,6 +102,10 @@ class NmeaStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# Skipped but not bad: a receiver without a fix yet, sentences we do not use.
+ORDINARY_SKIPS = frozenset({"invalid_fix", "unsupported", "proprietary"})
+
+
 class SkipLog:
     """Counts a skipped sentence, logs it at debug, and warns with a summary at most every ``interval`` s.
 
@@ -127,6 +131,8 @@ class SkipLog:
     def __call__(self, reason: SkipReason, detail: str, raw: bytes | str) -> None:
         self.stats.count(reason)
         self._log.debug("GNSS %s: skipped (%s: %s): %r", self.name, reason, detail, raw[:120])
+        if reason in ORDINARY_SKIPS:
+            return
         self._recent[reason] += 1
         now = self._clock()
         if self._warned_at is None or now - self._warned_at >= self.interval:
