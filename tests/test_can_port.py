@@ -201,3 +201,30 @@ async def test_slcan_adapter_unplugged_is_reopened_when_it_comes_back(tmp_path: 
         adapter.unplug()
     assert [bytes(m.data) for m in collector.frames] == [b"\x01\x02", b"\x03\x04"]
     assert port.stats.last_error is not None
+
+
+@pytest.mark.parametrize("suffix", [".asc", ".blf"])
+async def test_replay_reads_vector_asc_and_blf_logs_too(tmp_path: Path, suffix: str) -> None:
+    log_file = tmp_path / f"drive{suffix}"
+    sent = [can.Message(timestamp=1_700_000_000 + i * 0.005, arbitration_id=0x100 if i % 2 else 0x18FF5021,
+                        is_extended_id=not i % 2, data=bytes([i, 0xA5]), channel=0) for i in range(60)]
+    with can.Logger(str(log_file)) as writer:
+        for msg in sent:
+            writer.on_message_received(msg)
+    collector = Collector()
+    port = CanPort("replay", f"demo-{suffix[1:]}", collector, WANTED, replay_file=log_file, replay_speed=10.0)
+    async with running(port):
+        await asyncio.wait_for(port.replay_finished.wait(), 20)
+        await collector.wait_for(60)
+    assert [(m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in collector.frames] == [
+        (m.arbitration_id, m.is_extended_id, bytes(m.data)) for m in sent]
+
+
+async def test_replay_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    log_file = tmp_path / "drive.csv"
+    log_file.write_text("not a can log\n")
+    port = CanPort("replay", "demo-csv", Collector(), WANTED, replay_file=log_file,
+                   backoff=Backoff(initial=0.01, cap=0.02))
+    async with running(port):
+        await wait_until(lambda: port.stats.reopened >= 1)
+    assert "must end in one of .log, .asc, .blf" in (port.stats.last_error or "")

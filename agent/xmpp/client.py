@@ -159,7 +159,7 @@ class XmppSession:
         _call_all(self.when_online)
 
     def _on_auth_success(self, _: Any) -> None:
-        mech = self.client["feature_mechanisms"].mech
+        mech = self.client.plugin["feature_mechanisms"].mech
         self.sasl_mechanism = getattr(mech, "name", None)
 
     def _on_disconnected(self, reason: Any) -> None:

@@ -1,0 +1,107 @@
+"""The agent as a whole: CLI, lifecycle, a failing driver that does not take the rest down."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.app import Agent
+from agent.profile import load_profile
+from agent.profile.model import GnssConfig, Profile
+from agent.vehicle import paths
+from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
+from tests.harness.prosody import AccountFactory, ServerInfo
+
+
+def headunit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=60)
+
+
+def test_help_explains_the_commands() -> None:
+    result = headunit("--help")
+    assert result.returncode == 0
+    assert "run" in result.stdout and "check" in result.stdout and "examples:" in result.stdout
+
+
+def test_check_accepts_a_good_profile_and_refuses_a_bad_one_with_file_and_key(tmp_path: Path) -> None:
+    env = {"HEADUNIT_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
+    good = headunit("check", str(REPO / "profiles" / "example-socketcan.toml"), env=env)
+    assert good.returncode == 0 and "OK" in good.stdout, good.stderr
+    bad = tmp_path / "car.toml"
+    bad.write_text('[profile]\nname = "x"\n[account]\njid = "car@example.org"\npassword = "p"\nport = 99999\n')
+    refused = headunit("check", str(bad), env=env)
+    assert refused.returncode == 2
+    assert "car.toml" in refused.stderr and "account.port" in refused.stderr and "99999" in refused.stderr
+
+
+def demo_profile(server: ServerInfo, jid: str, password: str) -> Profile:
+    return load_profile(DEMO_PROFILE, environ={
+        "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password, "HEADUNIT_HOST": server.host,
+        "HEADUNIT_PORT": str(server.port), "HEADUNIT_CA_FILE": str(server.ca_file)})
+
+
+async def wait_until(predicate: object, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+async def test_the_agent_fills_the_state_from_can_and_gnss_and_stops_in_order(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    agent = Agent(demo_profile(prosody_server, jid, password), speed=20.0)
+    await agent.start()
+    try:
+        await agent.xmpp.wait_online(20)
+        await wait_until(lambda: agent.state.value(paths.LATITUDE) is not None
+                         and agent.state.value(paths.SPEED) is not None, timeout=30)
+        latitude = agent.state.get(paths.LATITUDE)
+        assert latitude is not None and latitude.source == "gnss" and 37.0 < float(latitude.value) < 38.0
+        assert agent.state.get(paths.SPEED).source == "can"  # type: ignore[union-attr]
+        assert agent.gpio is not None, "the demo's mock GPIO is up"
+    finally:
+        await asyncio.wait_for(agent.stop(), 15)
+    assert not agent.xmpp.is_online
+    assert not any(agent.supervisor.is_running(n) for n in ("can", "gnss", "stale-sweep"))
+
+
+async def test_a_gnss_receiver_that_is_missing_does_not_stop_the_can_bus(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory, tmp_path: Path) -> None:
+    jid, password = xmpp_account("car")
+    profile = demo_profile(prosody_server, jid, password)
+    missing = GnssConfig(source="serial", port=str(tmp_path / "ttyGNSS"), baudrate=9600)
+    profile = dataclasses.replace(profile, vehicle=dataclasses.replace(profile.vehicle, gnss=missing))
+    agent = Agent(profile, speed=20.0)
+    await agent.start()
+    try:
+        await wait_until(lambda: agent.state.value(paths.SPEED) is not None, timeout=30)
+        assert agent.gnss is not None and not agent.gnss.source.is_connected
+        assert agent.state.value(paths.LATITUDE) is None
+        assert agent.supervisor.is_running("gnss"), "still retrying the receiver"
+    finally:
+        await asyncio.wait_for(agent.stop(), 15)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_the_process_stops_cleanly_on_sigterm_and_sigint(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory, signum: signal.Signals) -> None:
+    jid, password = xmpp_account("car")
+    agent = AgentProcess(prosody_server, jid, password, speed=5.0)
+    agent.start()
+    try:
+        await agent.wait_for_line("CAN demo0 open", timeout=30)
+    finally:
+        assert agent.process is not None
+        agent.process.send_signal(signum)
+        returncode = agent.process.wait(15)
+    assert returncode == 0, agent.tail()
+    await asyncio.sleep(0.2)
+    assert f"{signum.name} received, stopping" in "\n".join(agent.lines)
+    assert agent.tail(1).endswith("stopped"), agent.tail()

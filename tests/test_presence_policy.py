@@ -1,0 +1,87 @@
+"""The presence policy: mode changes go out at once, text-only changes are rate-limited."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.policies.presence import PresencePolicy, PresenceUpdate, render
+from agent.profile.model import PresencePolicyConfig
+from agent.vehicle import paths
+from agent.vehicle.state import VehicleState
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[PresenceUpdate] = []
+
+    def send_presence_update(self, update: PresenceUpdate) -> None:
+        self.sent.append(update)
+
+
+class ManualTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_templates_fill_known_values_and_mark_unknown_ones() -> None:
+    assert render("Driving · {speed:.0f} km/h", {"speed": 63.4}) == "Driving · 63 km/h"
+    assert render("Driving · {speed:.0f} km/h · {fuel:.0f}%", {}) == "Driving · ? km/h · ?%"
+
+
+async def test_a_mode_change_goes_out_at_once_and_speed_only_changes_are_rate_limited() -> None:
+    state = VehicleState()
+    sink = Sink()
+    clock = ManualTime()
+    policy = PresencePolicy(state, PresencePolicyConfig(min_text_interval=30.0), sink, monotonic=clock)
+    state.update(paths.MODE, "parked", "agent")
+    policy.start()
+    assert sink.sent == [PresenceUpdate(None, "Parked", 0)]
+
+    state.update(paths.SPEED, 12.0, "can")
+    state.update(paths.MODE, "driving", "agent")
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving · 12 km/h", 0), "mode change: immediately"
+    for speed in range(13, 80):  # a busy drive: the speed changes many times a second
+        state.update(paths.SPEED, float(speed), "can")
+    assert len(sink.sent) == 2, "text-only updates wait for the interval"
+
+    clock.now += 30.0
+    await asyncio.sleep(0.05)  # the pending flush was scheduled for the real 30 s; nudge it
+    policy.push()
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving · 79 km/h", 0), "latest value when the interval passed"
+    assert len(sink.sent) == 3
+
+    state.update(paths.SPEED, 0.0, "can")
+    state.update(paths.MODE, "parked", "agent")
+    assert sink.sent[-1] == PresenceUpdate(None, "Parked", 0) and len(sink.sent) == 4
+    policy.stop()
+    state.update(paths.MODE, "off", "agent")
+    assert len(sink.sent) == 4, "nothing after stop"
+
+
+async def test_a_pending_text_update_is_sent_by_the_timer_without_new_events() -> None:
+    state = VehicleState()
+    sink = Sink()
+    policy = PresencePolicy(state, PresencePolicyConfig(min_text_interval=0.2), sink)
+    state.update(paths.MODE, "driving", "agent")
+    state.update(paths.SPEED, 10.0, "can")
+    policy.start()
+    state.update(paths.SPEED, 55.0, "can")
+    assert sink.sent[-1].status == "Driving · 10 km/h"
+    await asyncio.sleep(0.5)
+    assert sink.sent[-1].status == "Driving · 55 km/h" and len(sink.sent) == 2
+    policy.stop()
+
+
+def test_an_unchanged_presence_is_not_sent_again() -> None:
+    state = VehicleState()
+    sink = Sink()
+    policy = PresencePolicy(state, PresencePolicyConfig(), sink)
+    state.update(paths.MODE, "off", "agent")
+    policy.start()
+    state.update(paths.MODE, "off", "agent")
+    state.update(paths.FUEL_LEVEL, 40, "can")  # not in any template: no update
+    policy.push(force=True)
+    assert sink.sent == [PresenceUpdate("xa", "Ignition off", 0)]

@@ -1,0 +1,121 @@
+"""The agent's XMPP session on a real Prosody: verified STARTTLS, SCRAM, refusals, reconnection, operators."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.policies.presence import PresenceUpdate
+from agent.profile.model import AccountConfig
+from agent.xmpp.client import XmppSession, is_operator
+from drivers.backoff import Backoff
+from tests.harness.agentproc import Watcher
+from tests.harness.pki import make_pki
+from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+
+
+def account(server: ServerInfo, jid: str, password: str, ca: Path | None = None) -> AccountConfig:
+    return AccountConfig(jid=jid, password=password, host=server.host, port=server.port,
+                         ca_file=ca or server.ca_file)
+
+
+async def test_connects_with_verified_starttls_and_scram(prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    session = XmppSession(account(prosody_server, jid, password))
+    session.start()
+    try:
+        await session.wait_online(20)
+        assert session.sasl_mechanism is not None and session.sasl_mechanism.startswith("SCRAM-")
+        assert session.client.is_connected() and str(session.client.boundjid) == f"{jid}/headunit"
+    finally:
+        await session.stop()
+    assert not session.is_online
+
+
+async def test_a_server_certificate_from_another_ca_is_refused(prosody_server: ServerInfo,
+                                                               xmpp_account: AccountFactory, tmp_path: Path) -> None:
+    jid, password = xmpp_account("car")
+    other_ca = make_pki(tmp_path / "other").ca_cert
+    session = XmppSession(account(prosody_server, jid, password, other_ca), backoff=Backoff(0.05, 0.1))
+    session.start()
+    try:
+        with pytest.raises(TimeoutError, match="not trusted"):
+            await session.wait_online(3)
+        assert session.last_error is not None and "certificate" in session.last_error
+    finally:
+        await session.stop()
+
+
+async def test_wrong_credentials_are_reported_and_never_online(prosody_server: ServerInfo,
+                                                               xmpp_account: AccountFactory) -> None:
+    jid, _ = xmpp_account("car")
+    session = XmppSession(account(prosody_server, jid, "not the password"), backoff=Backoff(0.05, 0.1))
+    session.start()
+    try:
+        with pytest.raises(TimeoutError, match="refused the credentials"):
+            await session.wait_online(3)
+    finally:
+        await session.stop()
+
+
+async def test_after_a_server_restart_the_session_comes_back_with_the_current_presence(tmp_path: Path) -> None:
+    with Prosody(tmp_path / "server") as server:
+        info = server.server_info()
+        car = server.register("car", "car-password")
+        operator = server.register("operator", "op-password")
+        session = XmppSession(account(info, car, "car-password"), operators=[operator],
+                              backoff=Backoff(initial=0.2, cap=1.0))
+        session.send_presence_update(PresenceUpdate("dnd", "Driving · 50 km/h", 0))
+        session.start()
+        watcher = Watcher(operator, "op-password", info, car)
+        try:
+            await session.wait_online(20)
+            await watcher.start()
+            await watcher.wait_for(lambda: any(p.show == "dnd" for p in watcher.seen), timeout=10)
+            await watcher.stop()
+            server.restart()
+            session.send_presence_update(PresenceUpdate(None, "Parked", 0))  # while the link is down
+            await session.wait_online(30)
+            watcher.seen.clear()
+            await watcher.start()
+            await watcher.wait_for(lambda: any(p.status == "Parked" for p in watcher.seen), timeout=10)
+            assert [p.show for p in watcher.seen if p.type == "available"][-1] == ""
+        finally:
+            await session.stop()
+            await watcher.stop()
+
+
+async def test_operators_are_approved_and_others_left_pending(prosody_server: ServerInfo,
+                                                             xmpp_account: AccountFactory) -> None:
+    car, car_password = xmpp_account("car")
+    operator, operator_password = xmpp_account("operator")
+    stranger, stranger_password = xmpp_account("stranger")
+    session = XmppSession(account(prosody_server, car, car_password), operators=[operator])
+    session.send_presence_update(PresenceUpdate(None, "Parked", 0))
+    session.start()
+    watchers = [Watcher(operator, operator_password, prosody_server, car),
+                Watcher(stranger, stranger_password, prosody_server, car)]
+    try:
+        await session.wait_online(20)
+        for watcher in watchers:
+            await watcher.start()
+        await watchers[0].wait_for(lambda: any(p.status == "Parked" for p in watchers[0].seen), timeout=10)
+        await asyncio.sleep(1.0)  # give a wrong approval time to show up
+        assert not any(p.type == "available" for p in watchers[1].seen), "a stranger sees nothing"
+        roster = session.client.client_roster
+        assert roster[operator]["subscription"] in ("from", "both")
+        assert roster[stranger]["pending_in"] and roster[stranger]["subscription"] == "none"
+    finally:
+        await session.stop()
+        for watcher in watchers:
+            await watcher.stop()
+
+
+@pytest.mark.parametrize(("jid", "expected"), [
+    ("ops@fleet.example", True), ("OPS@Fleet.Example/phone", True), ("anyone@depot.example", True),
+    ("ops@evil.example", False), ("depot.example@evil.example", False), ("x@sub.depot.example", False),
+])
+def test_operator_matching_by_jid_or_domain(jid: str, expected: bool) -> None:
+    assert is_operator(jid, ["ops@fleet.example", "@depot.example"]) is expected
