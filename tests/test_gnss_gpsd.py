@@ -25,16 +25,12 @@ from drivers.backoff import Backoff
 from drivers.errors import DriverInitError
 from drivers.gnss import Fix, create_source
 from drivers.gnss.gpsd import GpsdSource
+from tests.nmea_sentences import ddmm, line
 
 GPSD = shutil.which("gpsd") or ("/usr/sbin/gpsd" if os.path.exists("/usr/sbin/gpsd") else None)
 START = datetime(2025, 6, 1, 8, 0, 0, tzinfo=timezone.utc)
 
 
-def line(body: str) -> bytes:
-    value = 0
-    for char in body:
-        value ^= ord(char)
-    return f"${body}*{value:02X}\r\n".encode()
 
 
 def lat_of(second: int) -> float:
@@ -45,9 +41,6 @@ def lon_of(second: int) -> float:
     return -70.65 + second * 0.0001
 
 
-def ddmm(value: float, width: int, hemispheres: str) -> str:
-    degrees = int(abs(value))
-    return f"{degrees:0{width}d}{(abs(value) - degrees) * 60:07.4f},{hemispheres[value < 0]}"
 
 
 def epoch(second: int) -> bytes:

@@ -23,15 +23,11 @@ from drivers.backoff import Backoff
 from drivers.errors import DriverInitError
 from drivers.gnss import Fix, create_source
 from drivers.gnss.serial import SerialSource
+from tests.nmea_sentences import ddmm, line
 
 START = datetime(2025, 3, 23, 12, 0, 0, tzinfo=timezone.utc)
 
 
-def line(body: str) -> bytes:
-    value = 0
-    for char in body:
-        value ^= ord(char)
-    return f"${body}*{value:02X}\r\n".encode()
 
 
 def lat_of(second: int) -> float:
@@ -42,9 +38,6 @@ def lon_of(second: int) -> float:
     return 13.4 + second * 0.0001
 
 
-def ddmm(value: float, width: int, hemispheres: str) -> str:
-    degrees = int(abs(value))
-    return f"{degrees:0{width}d}{(abs(value) - degrees) * 60:07.4f},{hemispheres[value < 0]}"
 
 
 def epoch(second: int) -> bytes:

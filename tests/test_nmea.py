@@ -21,6 +21,7 @@ from drivers.errors import DriverInitError, UnknownBackend
 from drivers.gnss import Fix, create_source
 from drivers.gnss.nmea import NmeaStream
 from drivers.gnss.replay import ReplaySource
+from tests.nmea_sentences import line, where, xor
 
 DAY = date(2025, 3, 23)
 ROLLED_OVER = DAY - timedelta(weeks=1024)  # what a receiver with the week-number bug reports
@@ -29,16 +30,8 @@ ROLLED_OVER = DAY - timedelta(weeks=1024)  # what a receiver with the week-numbe
 # -- building sentences ---------------------------------------------------------
 
 
-def xor(body: str) -> int:
-    value = 0
-    for char in body:
-        value ^= ord(char)
-    return value
 
 
-def line(body: str) -> bytes:
-    """A complete sentence with a computed checksum and CR LF."""
-    return f"${body}*{xor(body):02X}\r\n".encode()
 
 
 def hhmmss(second: int) -> str:
@@ -46,14 +39,8 @@ def hhmmss(second: int) -> str:
     return t.strftime("%H%M%S") + ".00"
 
 
-def ddmm(value: float, width: int, hemispheres: str) -> str:
-    degrees = int(abs(value))
-    minutes = (abs(value) - degrees) * 60
-    return f"{degrees:0{width}d}{minutes:07.4f},{hemispheres[value < 0]}"
 
 
-def where(lat: float, lon: float) -> str:
-    return f"{ddmm(lat, 2, 'NS')},{ddmm(lon, 3, 'EW')}"
 
 
 def gga(second: int, lat: float, lon: float, talker: str = "GP", quality: int = 1, alt: float = 545.4) -> bytes:

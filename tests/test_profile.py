@@ -13,15 +13,8 @@ import cantools
 import pytest
 
 from agent.errors import ProfileError
-from agent.profile import (
-    OBD_DEFAULT_PATHS,
-    FleetConfig,
-    ObdPid,
-    PoliciesConfig,
-    PresenceRule,
-    SimulationConfig,
-    load_profile,
-)
+from agent.profile import OBD_DEFAULT_PATHS, load_profile
+from agent.profile.model import FleetConfig, ObdPid, PoliciesConfig, PresenceRule, SimulationConfig
 from agent.vehicle.mode import ModeSettings
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"

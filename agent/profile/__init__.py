@@ -1,38 +1,10 @@
-"""Vehicle profiles: the validated TOML file that says what this car has and how it shows."""
+"""Vehicle profiles: the validated TOML file that says what this car has and how it shows.
+
+``load_profile`` reads and validates one; the dataclasses it returns are in
+``agent.profile.model``.
+"""
 
 from agent.profile.loader import OBD_DEFAULT_PATHS, load_profile
-from agent.profile.model import (
-    AccountConfig,
-    CanConfig,
-    FleetConfig,
-    GnssConfig,
-    GpioConfig,
-    ObdConfig,
-    ObdPid,
-    PoliciesConfig,
-    PresencePolicyConfig,
-    PresenceRule,
-    Profile,
-    SignalMapping,
-    SimulationConfig,
-    VehicleConfig,
-)
+from agent.profile.model import Profile
 
-__all__ = [
-    "OBD_DEFAULT_PATHS",
-    "AccountConfig",
-    "CanConfig",
-    "FleetConfig",
-    "GnssConfig",
-    "GpioConfig",
-    "ObdConfig",
-    "ObdPid",
-    "PoliciesConfig",
-    "PresencePolicyConfig",
-    "PresenceRule",
-    "Profile",
-    "SignalMapping",
-    "SimulationConfig",
-    "VehicleConfig",
-    "load_profile",
-]
+__all__ = ["OBD_DEFAULT_PATHS", "Profile", "load_profile"]
