@@ -16,10 +16,11 @@ PROFILE ?= profiles/demo.toml
 APT_PACKAGES := prosody lua-unbound openssl gpsd
 
 .DEFAULT_GOAL := help
-.PHONY: help setup deps venv run test typecheck bench clean distclean
+.PHONY: help setup deps venv run watch test typecheck bench clean distclean
 
 help:
 	@echo "make run        set up, start a local Prosody and run the demo car (Ctrl-C stops)"
+	@echo "make watch      (in a second terminal) follow the demo car's presence as the operator sees it"
 	@echo "make test       set up, then type-check and run the whole test suite"
 	@echo "make bench      measure the CAN pipeline, memory and start-up; writes BENCHMARKS.md"
 	@echo "make setup      only install what is missing (Debian packages, .venv)"
@@ -60,6 +61,9 @@ run: setup
 	@$(PY) -m tests.harness.devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
 	  --account car --account operator -- \
 	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
+
+watch: venv
+	@$(PY) -m tests.harness.watch --folder $(RUN_DIR)
 
 typecheck: setup
 	@$(PY) -m mypy

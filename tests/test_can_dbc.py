@@ -156,3 +156,15 @@ def test_empty_filter_is_falsy_and_union_combines() -> None:
     assert not FrameFilter()
     combined = FrameFilter(frozenset({(1, False)})) | FrameFilter(pgns=frozenset({0xF004}))
     assert combined.accepts(1, False) and combined.accepts(0x0CF00401, True)
+
+
+def test_values_are_rounded_to_the_resolution_the_signal_has() -> None:
+    decoder = DbcDecoder.from_file(DBC, [spec("Engine", "Rpm", "rpm"), spec("Motorola", "Speed", "speed"),
+                                         spec("Cluster", "Ambient", "amb", scale=1.8, offset=32)])
+    # 0.25 rpm steps keep two decimals; 0.01 km/h steps keep two; °F from 0.5 °C steps keeps one
+    assert decoder.decode(0x100, False, frame("Engine", Rpm=800.25))[1] == [("rpm", 800.25)]
+    raw_speed = 6240  # 62.4 km/h: 6240 * 0.01 is 62.400000000000006 in floating point
+    data = raw_speed.to_bytes(2, "big") + bytes(6)
+    assert decoder.decode(300, False, data)[1] == [("speed", 62.4)]
+    values = decoder.decode(0x520, False, frame("Cluster", Mux=1, Ambient=21.5))[1]
+    assert values == [("amb", 70.7)]

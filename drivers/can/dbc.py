@@ -9,6 +9,7 @@ frame of that message (rolling counters and checksums are outside those bits).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,19 @@ class _Wanted:
     scale: float
     offset: float
     convert: Converter
+    digits: int | None = None  # decimals that the signal's resolution supports
+
+
+def _digits(*steps: float) -> int | None:
+    """Decimals that show every value of a resolution (the product of ``steps``) exactly: 0.25 → 2."""
+    step = abs(math.prod(steps))
+    if step == 0 or not math.isfinite(step):
+        return None
+    for digits in range(10):
+        scaled = step * 10**digits
+        if abs(scaled - round(scaled)) < 1e-6 * scaled:
+            return digits
+    return None  # not a decimal resolution (1/3): leave the value as computed
 
 
 @dataclass
@@ -178,8 +192,11 @@ class DbcDecoder:
         for w in route.wanted:
             if w.signal in decoded:  # a multiplexed signal is only in its own mux's frames
                 value = decoded[w.signal]
-                if (w.scale != 1.0 or w.offset != 0.0) and isinstance(value, (int, float)):
+                if isinstance(value, float) or (
+                        isinstance(value, int) and (w.scale != 1.0 or w.offset != 0.0)):
                     value = value * w.scale + w.offset
+                    if w.digits is not None:  # 0.4 * 156 is 62.400000000000006, not 62.4
+                        value = round(value, w.digits)
                 values.append((w.key, w.convert(value)))
         return route, values
 
@@ -204,6 +221,10 @@ def _find_message(db: Database, ref: str | int) -> Message:
 def _make_route(message: Message, wanted: list[_Wanted]) -> Route:
     length = max(message.length, 1)
     signals = {s.name: s for s in message.signals}
+    for w in wanted:
+        signal = signals[w.signal]
+        parts = [_digits(signal.scale, w.scale), _digits(signal.offset * w.scale or 1), _digits(w.offset or 1)]
+        w.digits = None if None in parts else max(d for d in parts if d is not None)
     mux_names = {s.name for s in message.signals if s.is_multiplexer}
     selector = _bits(length, (signals[n] for n in mux_names))
     mask = selector | _bits(length, (signals[w.signal] for w in wanted))
