@@ -165,10 +165,13 @@ class XmppSession:
     def _on_disconnected(self, reason: Any) -> None:
         was_online = self.is_online
         self._online.clear()
+        if self._stopping:
+            log.info("disconnected")
+            return
         if was_online:
             log.warning("disconnected from the server: %s", reason or "connection lost")
             _call_all(self.when_offline)
-        if self._stopping or self._reconnect is not None:
+        if self._reconnect is not None:
             return
         delay = self._backoff.next_delay()
         log.info("reconnecting in %.1f s", delay)

@@ -35,12 +35,15 @@ async def watch(folder: Path, operator: str, car: str) -> int:
     await watcher.start()
     print(f"logged in as {account['jid']}, watching {car_jid} (Ctrl-C to stop)")
     shown = 0
+    last: tuple[str, str] | None = None
     try:
         while True:
             await watcher.wait_for(lambda: len(watcher.seen) > shown, timeout=3600)
             for p in watcher.seen[shown:]:
                 show = "unavailable" if p.type == "unavailable" else p.show
-                print(f"{time.strftime('%H:%M:%S')}  {car_jid}: {SHOWS.get(show, show):15} {p.status}")
+                if (show, p.status) != last:  # the same presence again (e.g. on re-subscribing)
+                    print(f"{time.strftime('%H:%M:%S')}  {car_jid}: {SHOWS.get(show, show):15} {p.status}")
+                last = (show, p.status)
             shown = len(watcher.seen)
     finally:
         await watcher.stop()
