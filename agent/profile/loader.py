@@ -8,15 +8,13 @@ file, DBC): no devices, no network, no logging. Defaults live in the model.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import string
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeGuard
+from typing import Any
 
 from agent.errors import ProfileError
 from agent.profile.model import (
@@ -35,6 +33,7 @@ from agent.profile.model import (
     SimulationConfig,
     VehicleConfig,
 )
+from agent.profile.table import Table, field_names, is_int, present, read_toml
 from agent.vehicle.mode import ModeSettings, VehicleMode
 
 OBD_DEFAULT_PATHS: Mapping[int, str] = MappingProxyType({
@@ -89,20 +88,17 @@ _TEMPLATE_SAMPLE: Mapping[str, object] = MappingProxyType({
     "speed": 87.5, "rpm": 2200.0, "fuel": 64.0, "coolant": 90.0, "mode": "driving",
     "latitude": 48.137, "longitude": 11.575,
 })
-_BOUNDS: Mapping[str, Callable[[float], bool]] = MappingProxyType({
-    "any": lambda v: True, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0,
-})
 
 
 def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Profile:
     """Read and validate one profile; ``environ`` (default os.environ) overrides the account."""
     file = os.fspath(path)
     absolute = Path(os.path.abspath(file))
-    root = _Table(file, absolute.parent, _read_toml(file))
+    root = Table(file, absolute.parent, read_toml(file))
     root.only(_ROOT_KEYS)
     meta = root.section("profile", required=True)
     meta.only(("name",))
-    return Profile(absolute, **_present(
+    return Profile(absolute, **present(
         name=meta.text("name", required=True),
         account=_account(root.section("account"), os.environ if environ is None else environ),
         vehicle=_vehicle(root.section("vehicle")),
@@ -112,156 +108,10 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
     ))
 
 
-def _read_toml(file: str) -> dict[str, Any]:
-    try:
-        with open(file, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ProfileError(file, "", "an existing profile file (no such file)") from exc
-    except OSError as exc:
-        raise ProfileError(file, "", "a readable profile file", exc.strerror) from exc
-    except UnicodeDecodeError as exc:
-        raise ProfileError(file, "", "UTF-8 text", f"undecodable byte at offset {exc.start}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        reason, _, where = str(exc).partition(" (at ")
-        raise ProfileError(file, where.rstrip(")"), f"valid TOML ({reason})") from exc
-
-
-def _present(**values: Any) -> dict[str, Any]:
-    """The keyword arguments that were given; the others keep the model's defaults."""
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _field_names(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class _Table:
-    """One TOML table being read: it knows its file and dotted key, so each refusal names both."""
-
-    def __init__(self, file: str, base: Path, data: Mapping[str, Any], prefix: str = "",
-                 labels: Mapping[str, str] | None = None) -> None:
-        self.file = file
-        self.base = base  # relative paths start here: the profile's folder
-        self.data = data
-        self.prefix = prefix
-        self.labels = labels or {}  # keys that came from elsewhere, e.g. the environment
-
-    def key(self, name: str) -> str:
-        if name in self.labels:
-            return self.labels[name]
-        return ".".join(part for part in (self.prefix, name) if part)
-
-    def fail(self, name: str, expected: str, found: object = None) -> NoReturn:
-        raise ProfileError(self.file, self.key(name), expected, found)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def only(self, allowed: Iterable[str]) -> None:
-        """Refuse keys nobody reads: a typo must not be silently ignored."""
-        allowed = tuple(allowed)
-        for name in self.data:
-            if name not in allowed:
-                self.fail(name, f"a known key (allowed here: {', '.join(allowed)})")
-
-    def raw(self, name: str, what: str, required: bool = False) -> Any:
-        if name not in self.data:
-            if required:
-                self.fail(name, f"{what}; the key is required")
-            return None
-        return self.data[name]
-
-    def child(self, name: str, value: object) -> _Table:
-        if not isinstance(value, dict):
-            self.fail(name, "a table", value)
-        return _Table(self.file, self.base, value, self.key(name))
-
-    def section(self, name: str, required: bool = False) -> _Table:
-        """A sub-table; an empty one when absent and not required."""
-        value = self.raw(name, "a table", required)
-        return self.child(name, {} if value is None else value)
-
-    def array(self, name: str, required: bool = False) -> list[Any] | None:
-        value = self.raw(name, "an array", required)
-        if value is not None and not isinstance(value, list):
-            self.fail(name, "an array", value)
-        return value
-
-    def tables(self, name: str) -> list[_Table]:
-        return [self.child(f"{name}[{i}]", item) for i, item in enumerate(self.array(name) or [])]
-
-    def text(self, name: str, *, required: bool = False, what: str = "a non-empty string",
-            pattern: re.Pattern[str] | None = None) -> str | None:
-        value = self.raw(name, what, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value or (pattern and not pattern.fullmatch(value)):
-            self.fail(name, what, value)
-        return value
-
-    def strings(self, name: str, *, what: str, pattern: re.Pattern[str]) -> tuple[str, ...] | None:
-        items = self.array(name)
-        if items is None:
-            return None
-        for i, item in enumerate(items):
-            if not isinstance(item, str) or not pattern.fullmatch(item):
-                self.fail(f"{name}[{i}]", what, item)
-        return tuple(items)
-
-    def choice(self, name: str, options: Sequence[object], required: bool = False) -> Any:
-        what = "one of " + ", ".join(repr(option) for option in options)
-        value = self.raw(name, what, required)
-        if value is not None and (isinstance(value, bool) or value not in options):
-            self.fail(name, what, value)
-        return value
-
-    def integer(self, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
-        what = "an integer" + (f" {lo}..{hi}" if hi is not None else f" >= {lo}" if lo is not None else "")
-        value = self.raw(name, what)
-        if value is not None and (not _is_int(value) or (lo is not None and value < lo)
-                                  or (hi is not None and value > hi)):
-            self.fail(name, what, value)
-        return None if value is None else int(value)
-
-    def number(self, name: str, bound: str = "> 0") -> float | None:
-        what = "a number" + ("" if bound == "any" else f" {bound}")
-        value = self.raw(name, what)
-        if value is None:
-            return None
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or not _BOUNDS[bound](value)):
-            self.fail(name, what, value)
-        return float(value)
-
-    def flag(self, name: str) -> bool | None:
-        value = self.raw(name, "true or false")
-        if value is not None and not isinstance(value, bool):
-            self.fail(name, "true or false", value)
-        return value
-
-    def path(self, name: str, *, required: bool = False, suffixes: Sequence[str] = ()) -> Path | None:
-        """An existing file; a relative path is taken from the profile's folder."""
-        what = "a path to an existing file" + (f" ending in {' / '.join(suffixes)}" if suffixes else "")
-        raw = self.text(name, required=required, what=what)
-        if raw is None:
-            return None
-        path = Path(os.path.normpath(self.base / raw))
-        if suffixes and path.suffix.lower() not in suffixes:
-            self.fail(name, what, raw)
-        if not path.is_file():
-            self.fail(name, what, str(path))
-        return path
-
-
-def _account(t: _Table, environ: Mapping[str, str]) -> AccountConfig:
+def _account(t: Table, environ: Mapping[str, str]) -> AccountConfig:
     t.only(_ACCOUNT_KEYS)  # before the environment, so the file's own typos are caught
     t = _with_environment(t, environ)
-    return AccountConfig(**_present(
+    return AccountConfig(**present(
         jid=t.text("jid", required=True, what=_JID_WHAT, pattern=_BARE_JID),
         password=_password(t, environ),
         host=t.text("host"),
@@ -271,7 +121,7 @@ def _account(t: _Table, environ: Mapping[str, str]) -> AccountConfig:
     ))
 
 
-def _with_environment(t: _Table, environ: Mapping[str, str]) -> _Table:
+def _with_environment(t: Table, environ: Mapping[str, str]) -> Table:
     """Environment beats the file: HEADUNIT_* variables that are set and non-empty replace keys."""
     data, labels = dict(t.data), {}
     for variable, key in _ENVIRONMENT.items():
@@ -283,7 +133,7 @@ def _with_environment(t: _Table, environ: Mapping[str, str]) -> _Table:
                 data.pop(source, None)
         data[key] = _environment_value(key, value)
         labels[key] = f"{variable} (environment)"
-    return _Table(t.file, t.base, data, t.prefix, labels)
+    return Table(t.file, t.base, data, t.prefix, labels)
 
 
 def _environment_value(key: str, value: str) -> object:
@@ -298,7 +148,7 @@ def _environment_value(key: str, value: str) -> object:
     return value
 
 
-def _password(t: _Table, environ: Mapping[str, str]) -> str | None:
+def _password(t: Table, environ: Mapping[str, str]) -> str | None:
     given = [key for key in _PASSWORD_KEYS if t.has(key)]
     if len(given) != 1:
         t.fail("", "exactly one of password_file, password_env, password", given or None)
@@ -312,7 +162,7 @@ def _password(t: _Table, environ: Mapping[str, str]) -> str | None:
     return t.text("password")
 
 
-def _password_from_file(t: _Table) -> str:
+def _password_from_file(t: Table) -> str:
     path = t.path("password_file", required=True)
     what = "a readable UTF-8 file whose first line is the password"
     try:
@@ -324,8 +174,8 @@ def _password_from_file(t: _Table) -> str:
     return first
 
 
-def _vehicle(t: _Table) -> VehicleConfig:
-    t.only(_field_names(VehicleConfig))
+def _vehicle(t: Table) -> VehicleConfig:
+    t.only(field_names(VehicleConfig))
     if t.has("obd") and not t.has("can"):
         t.fail("obd", "a [vehicle.can] section as well: OBD-II is polled over CAN")
     return VehicleConfig(
@@ -336,8 +186,8 @@ def _vehicle(t: _Table) -> VehicleConfig:
     )
 
 
-def _can(t: _Table) -> CanConfig:
-    t.only(_field_names(CanConfig))
+def _can(t: Table) -> CanConfig:
+    t.only(field_names(CanConfig))
     interface = t.choice("interface", _can_interfaces(), required=True)
     fd = t.flag("fd")
     if t.has("data_bitrate") and not fd:
@@ -348,7 +198,7 @@ def _can(t: _Table) -> CanConfig:
         t.fail("replay_file", 'interface = "replay" alongside it (no other interface reads it)',
                t.data["replay_file"])
     dbc = t.path("dbc")
-    return CanConfig(**_present(
+    return CanConfig(**present(
         interface=interface,
         channel=t.text("channel"),
         bitrate=t.integer("bitrate", 1),
@@ -368,7 +218,7 @@ def _can_interfaces() -> tuple[str, ...]:
     return ("replay", *sorted(BACKENDS))
 
 
-def _load_dbc(t: _Table, path: Path) -> Any:
+def _load_dbc(t: Table, path: Path) -> Any:
     """Parse the DBC now, so a broken one is refused at start-up and not on the first frame."""
     import cantools  # slow to import; only profiles with a DBC pay for it
 
@@ -382,22 +232,22 @@ def _load_dbc(t: _Table, path: Path) -> Any:
     return db
 
 
-def _signals(t: _Table, db: Any) -> tuple[SignalMapping, ...]:
+def _signals(t: Table, db: Any) -> tuple[SignalMapping, ...]:
     items = t.tables("signals")
     if items and db is None:
         t.fail("signals", "a dbc key in [vehicle.can] to decode them")
     return tuple(_signal(item, db, t.data.get("dbc")) for item in items)
 
 
-def _signal(t: _Table, db: Any, dbc_name: object) -> SignalMapping:
-    t.only(_field_names(SignalMapping))
+def _signal(t: Table, db: Any, dbc_name: object) -> SignalMapping:
+    t.only(field_names(SignalMapping))
     path = t.text("path", required=True, what=_VSS_WHAT, pattern=_VSS_PATH)
     message = _dbc_message(t, db, dbc_name)
     names = [signal.name for signal in message.signals]
     name = t.text("signal", required=True)
     if name not in names:
         t.fail("signal", f"a signal of message {message.name} ({', '.join(names)})", name)
-    return SignalMapping(**_present(
+    return SignalMapping(**present(
         path=path,
         message=t.data["message"],
         signal=name,
@@ -408,11 +258,11 @@ def _signal(t: _Table, db: Any, dbc_name: object) -> SignalMapping:
     ))
 
 
-def _dbc_message(t: _Table, db: Any, dbc_name: object) -> Any:
+def _dbc_message(t: Table, db: Any, dbc_name: object) -> Any:
     what = f"a message name or frame id defined in {dbc_name}"
     ref = t.raw("message", what, required=True)
     try:
-        if _is_int(ref):
+        if is_int(ref):
             return db.get_message_by_frame_id(ref)
         if isinstance(ref, str):
             return db.get_message_by_name(ref)
@@ -421,8 +271,8 @@ def _dbc_message(t: _Table, db: Any, dbc_name: object) -> Any:
     t.fail("message", what, ref)
 
 
-def _obd(t: _Table) -> ObdConfig:
-    t.only(_field_names(ObdConfig))
+def _obd(t: Table) -> ObdConfig:
+    t.only(field_names(ObdConfig))
     items = t.array("pids", required=True) or []
     if not items:
         t.fail("pids", "a non-empty array of PIDs", items)
@@ -432,16 +282,16 @@ def _obd(t: _Table) -> ObdConfig:
         if entry.pid in seen:
             t.fail(f"pids[{i}]", "each PID listed once", f"0x{entry.pid:02X} again")
         seen.add(entry.pid)
-    return ObdConfig(tuple(pids), **_present(
+    return ObdConfig(tuple(pids), **present(
         interval=t.number("interval"), timeout=t.number("timeout"), stale_after=t.number("stale_after"),
     ))
 
 
-def _obd_pid(t: _Table, name: str, item: object) -> ObdPid:
+def _obd_pid(t: Table, name: str, item: object) -> ObdPid:
     """A PID as 0x0C, "0x0C" or { pid = 0x0C, path = "Vehicle..." }."""
     if isinstance(item, dict):
         entry = t.child(name, item)
-        entry.only(_field_names(ObdPid))
+        entry.only(field_names(ObdPid))
         pid = _pid_number(entry, "pid", entry.raw("pid", _PID_WHAT, required=True))
         path = entry.text("path", what=_VSS_WHAT, pattern=_VSS_PATH) or OBD_DEFAULT_PATHS.get(pid)
         if path is None:
@@ -454,11 +304,11 @@ def _obd_pid(t: _Table, name: str, item: object) -> ObdPid:
     return ObdPid(pid, OBD_DEFAULT_PATHS[pid])
 
 
-def _pid_number(t: _Table, name: str, value: object) -> int:
+def _pid_number(t: Table, name: str, value: object) -> int:
     from drivers.can.obd import DECODERS  # refuse here, naming the key, what the driver would refuse
 
     number = int(value, 16) if isinstance(value, str) and _HEX_PID.fullmatch(value) else value
-    if not _is_int(number) or not 0x01 <= number <= 0xFF:
+    if not is_int(number) or not 0x01 <= number <= 0xFF:
         t.fail(name, _PID_WHAT, value)
     if number not in DECODERS:
         t.fail(name, f"a PID the OBD driver decodes ({_hex_list(DECODERS)})", f"0x{number:02X}")
@@ -469,13 +319,13 @@ def _hex_list(pids: Iterable[int]) -> str:
     return ", ".join(f"0x{pid:02X}" for pid in sorted(pids))
 
 
-def _gnss(t: _Table) -> GnssConfig:
-    t.only(_field_names(GnssConfig))
+def _gnss(t: Table) -> GnssConfig:
+    t.only(field_names(GnssConfig))
     source = t.choice("source", _GNSS_SOURCES, required=True)
     for key, owner in _GNSS_ONLY_FOR.items():
         if t.has(key) and owner != source:
             t.fail(key, f'source = "{owner}" (no other source reads it)', t.data[key])
-    return GnssConfig(**_present(
+    return GnssConfig(**present(
         source=source,
         port=t.text("port", required=source == "serial", what="a serial device like /dev/serial0"),
         baudrate=t.choice("baudrate", _BAUDRATES),
@@ -486,8 +336,8 @@ def _gnss(t: _Table) -> GnssConfig:
     ))
 
 
-def _gpio(t: _Table) -> GpioConfig:
-    t.only(_field_names(GpioConfig))
+def _gpio(t: Table) -> GpioConfig:
+    t.only(field_names(GpioConfig))
     pins = {key: _pin(t, key) for key in _PIN_KEYS}
     claimed: dict[tuple[str, int], str] = {}
     for key, pin in pins.items():
@@ -495,7 +345,7 @@ def _gpio(t: _Table) -> GpioConfig:
             owner = claimed.setdefault(_pin_identity(pin), key)
             if owner != key:
                 t.fail(key, f"a pin that {owner} does not use already", pin)
-    return GpioConfig(**_present(
+    return GpioConfig(**present(
         pin_factory=t.choice("pin_factory", _PIN_FACTORIES),
         ignition_active_high=t.flag("ignition_active_high"),
         ignition_bounce=t.number("ignition_bounce", ">= 0"),
@@ -503,11 +353,11 @@ def _gpio(t: _Table) -> GpioConfig:
     ))
 
 
-def _pin(t: _Table, key: str) -> int | str | None:
+def _pin(t: Table, key: str) -> int | str | None:
     value = t.raw(key, _PIN_WHAT)
     if value is None:
         return None
-    if _is_int(value) and 0 <= value <= 53:
+    if is_int(value) and 0 <= value <= 53:
         return int(value)
     if isinstance(value, str) and _PIN_NAME.fullmatch(value):
         return value
@@ -521,39 +371,39 @@ def _pin_identity(pin: int | str) -> tuple[str, int]:
     return {"BOARD": "board", "J8:": "board", "WPI": "wpi"}.get(scheme or "", "bcm"), int(number)
 
 
-def _policies(t: _Table) -> PoliciesConfig:
-    t.only(_field_names(PoliciesConfig))
-    return PoliciesConfig(**_present(
+def _policies(t: Table) -> PoliciesConfig:
+    t.only(field_names(PoliciesConfig))
+    return PoliciesConfig(**present(
         mode=_mode(t.section("mode")) if t.has("mode") else None,
         presence=_presence(t.section("presence")) if t.has("presence") else None,
     ))
 
 
-def _mode(t: _Table) -> ModeSettings:
-    names = _field_names(ModeSettings)
+def _mode(t: Table) -> ModeSettings:
+    names = field_names(ModeSettings)
     t.only(names)
-    return ModeSettings(**_present(**{name: t.number(name, ">= 0") for name in names}))
+    return ModeSettings(**present(**{name: t.number(name, ">= 0") for name in names}))
 
 
-def _presence(t: _Table) -> PresencePolicyConfig:
+def _presence(t: Table) -> PresencePolicyConfig:
     t.only(("min_text_interval", *_MODES))
     defaults = PresencePolicyConfig().rules
     rules = {mode: _rule(t.section(mode), defaults[mode]) if t.has(mode) else defaults[mode]
              for mode in _MODES}
-    return PresencePolicyConfig(rules, **_present(min_text_interval=t.number("min_text_interval", ">= 0")))
+    return PresencePolicyConfig(rules, **present(min_text_interval=t.number("min_text_interval", ">= 0")))
 
 
-def _rule(t: _Table, default: PresenceRule) -> PresenceRule:
+def _rule(t: Table, default: PresenceRule) -> PresenceRule:
     """A mode's presence; the keys it leaves out keep the default rule's values."""
-    t.only(_field_names(PresenceRule))
-    changes = _present(status=_template(t, "status"), priority=t.integer("priority", -128, 127))
+    t.only(field_names(PresenceRule))
+    changes = present(status=_template(t, "status"), priority=t.integer("priority", -128, 127))
     if t.has("show"):
         show = t.choice("show", _SHOWS)
         changes["show"] = None if show == "available" else show
     return dataclasses.replace(default, **changes)
 
 
-def _template(t: _Table, name: str) -> str | None:
+def _template(t: Table, name: str) -> str | None:
     """A status template must format with sample numbers and use only known placeholders."""
     known = ", ".join(_TEMPLATE_SAMPLE)
     what = f"a str.format template with placeholders among {known}"
@@ -574,13 +424,13 @@ def _template(t: _Table, name: str) -> str | None:
     return text
 
 
-def _fleet(t: _Table) -> FleetConfig:
-    t.only(_field_names(FleetConfig))
+def _fleet(t: Table) -> FleetConfig:
+    t.only(field_names(FleetConfig))
     operators = t.strings("operators", what='a bare JID or "@domain"', pattern=_OPERATOR)
-    return FleetConfig(**_present(operators=operators))
+    return FleetConfig(**present(operators=operators))
 
 
-def _simulation(t: _Table) -> SimulationConfig:
-    t.only(_field_names(SimulationConfig))
-    return SimulationConfig(**_present(speed=t.number("speed"),
+def _simulation(t: Table) -> SimulationConfig:
+    t.only(field_names(SimulationConfig))
+    return SimulationConfig(**present(speed=t.number("speed"),
                                        wait_for_online=t.number("wait_for_online", ">= 0")))
