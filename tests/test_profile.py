@@ -246,6 +246,22 @@ class Mistake:
 
 
 MISTAKES: dict[str, Mistake] = {
+    "bad tls mode": Mistake(HEADER + ACCOUNT + 'tls = "ssl"\n', "account.tls", "one of 'starttls', 'direct'"),
+    "bad certificate pin": Mistake(HEADER + ACCOUNT + 'pin_sha256 = ["abc"]\n', "account.pin_sha256[0]",
+                                   "base64 of a SHA-256 digest"),
+    "reconnect cap below initial": Mistake(HEADER + ACCOUNT + '[session]\nreconnect_initial = 10\nreconnect_cap = 5\n',
+                                           "session.reconnect_cap", "a number >= reconnect_initial"),
+    "telemetry rule without trigger": Mistake(HEADER + ACCOUNT + '[[telemetry.rules]]\npath = "Vehicle.Speed"\n',
+                                              "telemetry.rules[0]", "every (seconds), change (threshold) or both"),
+    "telemetry rule twice": Mistake(HEADER + ACCOUNT + '[[telemetry.rules]]\npath = "Vehicle.Speed"\nevery = 5\n'
+                                    '[[telemetry.rules]]\npath = "Vehicle.Speed"\nchange = 5\n',
+                                    "telemetry.rules[1].path", "each path in one rule only"),
+    "telemetry node placeholder": Mistake(HEADER + ACCOUNT + '[telemetry]\nnode = "cars/{car}"\n',
+                                          "telemetry.node", "only placeholder is {jid}"),
+    "location access": Mistake(HEADER + ACCOUNT + '[location]\naccess = "everyone"\n',
+                               "location.access", "one of 'operators', 'contacts'"),
+    "contacts policy": Mistake(HEADER + ACCOUNT + '[contacts]\nunknown = "accept"\n',
+                               "contacts.unknown", "one of 'pending', 'refuse'"),
     "toml syntax error": Mistake(HEADER + '[account]\njid = "car@localhost\n', "line 5, column 21", "valid TOML"),
     "missing required key": Mistake('[profile]\n\n' + ACCOUNT, "profile.name", "the key is required"),
     "missing account jid": Mistake(HEADER + '[account]\npassword = "x"\n', "account.jid", "a bare JID"),
@@ -397,6 +413,25 @@ def test_a_bool_is_not_a_number(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile(path, environ={})
     assert (caught.value.key, caught.value.found) == ("simulation.speed", True)
+
+
+def test_session_telemetry_location_contacts_sections(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, HEADER + ACCOUNT + 'tls = "direct"\n'
+                                 'pin_sha256 = ["' + "A" * 43 + '="]\nallow_plain = true\n'
+                                 '[session]\nping_interval = 30\nping_timeout = 10\n'
+                                 '[storage]\ndata_dir = "state"\n'
+                                 '[telemetry]\nservice = "pubsub.localhost"\nbatch_max = 10\n'
+                                 '[[telemetry.rules]]\npath = "Vehicle.Speed"\nevery = 10\nchange = 5\n'
+                                 '[location]\nprecision = 3\naccess = "contacts"\n'
+                                 '[contacts]\nunknown = "refuse"\n'))
+    assert (profile.account.tls, profile.account.allow_plain) == ("direct", True)
+    assert profile.session.ping_timeout == 10 and profile.session.reconnect_cap == 300
+    assert profile.storage.data_dir == tmp_path / "state"
+    assert profile.telemetry.service == "pubsub.localhost" and profile.telemetry.batch_max == 10
+    rule = profile.telemetry.rules[0]
+    assert (rule.path, rule.every, rule.change, rule.min_interval) == ("Vehicle.Speed", 10, 5, 1.0)
+    assert (profile.location.precision, profile.location.access) == (3, "contacts")
+    assert profile.contacts.unknown == "refuse"
 
 
 def test_obd_default_paths_are_vss_paths() -> None:

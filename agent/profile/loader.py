@@ -33,6 +33,7 @@ from agent.profile.model import (
     SimulationConfig,
     VehicleConfig,
 )
+from agent.profile import sections
 from agent.profile.table import Table, field_names, is_int, present, read_toml
 from agent.vehicle.mode import ModeSettings, VehicleMode
 
@@ -64,9 +65,12 @@ _VSS_WHAT = "a VSS path like Vehicle.Speed"
 _PID_WHAT = 'a PID 0x01..0xFF (an integer or a "0x.." string)'
 _PIN_WHAT = "a BCM pin number 0..53 or a pin name like 'GPIO22' or 'BOARD15'"
 
-_ROOT_KEYS = ("profile", "account", "vehicle", "policies", "fleet", "simulation")
+_ROOT_KEYS = ("profile", "account", "vehicle", "policies", "fleet", "simulation", "session", "storage",
+              "telemetry", "location", "contacts", "control")
 _PASSWORD_KEYS = ("password_file", "password_env", "password")
-_ACCOUNT_KEYS = ("jid", *_PASSWORD_KEYS, "host", "port", "ca_file", "resource")
+_ACCOUNT_KEYS = ("jid", *_PASSWORD_KEYS, "host", "port", "ca_file", "resource", "tls", "pin_sha256",
+                 "allow_plain")
+_PIN = re.compile(r"[A-Za-z0-9+/]{43}=")  # base64 of a SHA-256 digest
 _ENVIRONMENT = {  # variable -> [account] key it replaces
     "HEADUNIT_JID": "jid",
     "HEADUNIT_PASSWORD": "password",
@@ -105,6 +109,12 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
         policies=_policies(root.section("policies")),
         fleet=_fleet(root.section("fleet")),
         simulation=_simulation(root.section("simulation")),
+        session=sections.session(root.section("session")),
+        storage=sections.storage(root.section("storage")),
+        telemetry=sections.telemetry(root.section("telemetry")),
+        location=sections.location(root.section("location")),
+        contacts=sections.contacts(root.section("contacts")),
+        control=sections.control(root.section("control")),
     ))
 
 
@@ -118,6 +128,9 @@ def _account(t: Table, environ: Mapping[str, str]) -> AccountConfig:
         port=t.integer("port", 1, 65535),
         ca_file=t.path("ca_file"),
         resource=t.text("resource"),
+        tls=t.choice("tls", ("starttls", "direct")),
+        pin_sha256=t.strings("pin_sha256", what="base64 of a SHA-256 digest (44 characters)", pattern=_PIN),
+        allow_plain=t.flag("allow_plain"),
     ))
 
 

@@ -20,6 +20,9 @@ class AccountConfig:
     port: int | None = None
     ca_file: Path | None = None  # None: the system's trusted CAs
     resource: str = "headunit"
+    tls: str = "starttls"  # "starttls" (XMPP port) or "direct" (XEP-0368 Direct TLS port)
+    pin_sha256: tuple[str, ...] = ()  # base64 SHA-256 of the server key's SPKI; any one must match
+    allow_plain: bool = False  # SASL PLAIN (inside TLS only) when the server offers no SCRAM
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,64 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    """Keeping the XMPP session alive on a mobile link."""
+
+    ping_interval: float = 60.0  # s of silence before an XEP-0199 ping
+    ping_timeout: float = 20.0  # s without an answer before the link counts as dead
+    reconnect_initial: float = 1.0  # s before the first reconnection attempt
+    reconnect_cap: float = 300.0  # s: the longest wait between attempts (jittered)
+    resume: bool = True  # XEP-0198 stream resumption
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/headunit
+
+
+@dataclass(frozen=True)
+class TelemetryRule:
+    """When a VSS path is sampled: every ``every`` s, and/or on a change of at least ``change``."""
+
+    path: str
+    every: float | None = None
+    change: float | None = None  # numbers: absolute change; other values: any change
+    min_interval: float = 1.0  # s: never more often than this
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    service: str | None = None  # PubSub service JID, e.g. "pubsub.fleet.example"; None: off
+    node: str = "headunit/telemetry/{jid}"  # {jid}: the car's bare JID
+    rules: tuple[TelemetryRule, ...] = ()
+    batch_max: int = 64  # samples per publish
+    batch_delay: float = 5.0  # s a sample may wait for others to share its publish
+    retention: float = 86400.0  # s acknowledged samples stay in the local store
+
+
+@dataclass(frozen=True)
+class LocationConfig:
+    """XEP-0080 user location through PEP."""
+
+    enabled: bool = True
+    every: float = 30.0  # s between publishes while moving
+    min_distance: float = 25.0  # m moved before a publish is worth it
+    precision: int = 4  # decimals of latitude/longitude (4 ≈ 11 m)
+    access: str = "operators"  # "operators" (whitelist) or "contacts" (presence subscribers)
+
+
+@dataclass(frozen=True)
+class ContactsConfig:
+    unknown: str = "pending"  # subscription from a non-operator: "pending" (driver decides) or "refuse"
+    operator_group: str = "Fleet"  # roster group the operators are put in
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path | None = None  # the local control socket; None: <data_dir>/control.sock
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
     # Start the replays only once XMPP is online (or after this many seconds offline),
@@ -144,3 +205,9 @@ class Profile:
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    location: LocationConfig = field(default_factory=LocationConfig)
+    contacts: ContactsConfig = field(default_factory=ContactsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)

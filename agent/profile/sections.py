@@ -1,0 +1,102 @@
+"""Profile sections for the XMPP session and what rides on it: storage, telemetry, location, contacts."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from agent.profile.model import (
+    ContactsConfig,
+    ControlConfig,
+    LocationConfig,
+    SessionConfig,
+    StorageConfig,
+    TelemetryConfig,
+    TelemetryRule,
+)
+from agent.profile.table import Table, field_names, present
+
+_VSS_OR_OWN_PATH = re.compile(r"(Vehicle|Headunit)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+_SERVICE = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+
+
+def session(t: Table) -> SessionConfig:
+    t.only(field_names(SessionConfig))
+    config = SessionConfig(**present(
+        ping_interval=t.number("ping_interval"),
+        ping_timeout=t.number("ping_timeout"),
+        reconnect_initial=t.number("reconnect_initial"),
+        reconnect_cap=t.number("reconnect_cap"),
+        resume=t.flag("resume"),
+    ))
+    if config.reconnect_cap < config.reconnect_initial:
+        t.fail("reconnect_cap", f"a number >= reconnect_initial ({config.reconnect_initial})",
+               config.reconnect_cap)
+    return config
+
+
+def directory(t: Table, name: str) -> Path | None:
+    """A folder (created when needed); a relative one is taken from the profile's folder."""
+    raw = t.text(name, what="a folder path")
+    return None if raw is None else Path(os.path.normpath(t.base / raw))
+
+
+def storage(t: Table) -> StorageConfig:
+    t.only(field_names(StorageConfig))
+    return StorageConfig(**present(data_dir=directory(t, "data_dir")))
+
+
+def control(t: Table) -> ControlConfig:
+    t.only(field_names(ControlConfig))
+    return ControlConfig(**present(socket=directory(t, "socket")))
+
+
+def telemetry(t: Table) -> TelemetryConfig:
+    t.only(field_names(TelemetryConfig))
+    rules = tuple(_rule(item) for item in t.tables("rules"))
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule.path in seen:
+            t.fail(f"rules[{i}].path", "each path in one rule only", rule.path)
+        seen.add(rule.path)
+    node = t.text("node")
+    if node is not None and set(re.findall(r"{(\w*)}", node)) - {"jid"}:
+        t.fail("node", "a node name whose only placeholder is {jid}", node)
+    return TelemetryConfig(**present(
+        service=t.text("service", what="a PubSub service JID like pubsub.fleet.example", pattern=_SERVICE),
+        node=node,
+        rules=rules,
+        batch_max=t.integer("batch_max", 1, 1000),
+        batch_delay=t.number("batch_delay", ">= 0"),
+        retention=t.number("retention", ">= 0"),
+    ))
+
+
+def _rule(t: Table) -> TelemetryRule:
+    t.only(field_names(TelemetryRule))
+    path = t.text("path", required=True, what="a VSS path like Vehicle.Speed", pattern=_VSS_OR_OWN_PATH)
+    every, change = t.number("every"), t.number("change", ">= 0")
+    if every is None and change is None:
+        t.fail("", "every (seconds), change (threshold) or both")
+    return TelemetryRule(path or "", **present(every=every, change=change,
+                                                min_interval=t.number("min_interval", ">= 0")))
+
+
+def location(t: Table) -> LocationConfig:
+    t.only(field_names(LocationConfig))
+    return LocationConfig(**present(
+        enabled=t.flag("enabled"),
+        every=t.number("every"),
+        min_distance=t.number("min_distance", ">= 0"),
+        precision=t.integer("precision", 0, 7),
+        access=t.choice("access", ("operators", "contacts")),
+    ))
+
+
+def contacts(t: Table) -> ContactsConfig:
+    t.only(field_names(ContactsConfig))
+    return ContactsConfig(**present(
+        unknown=t.choice("unknown", ("pending", "refuse")),
+        operator_group=t.text("operator_group"),
+    ))
