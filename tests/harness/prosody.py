@@ -170,6 +170,11 @@ class Prosody:
             HOST, self.c2s_port, self.domain, self.pki.ca_cert, self.direct_tls_port, self.http_port
         )
 
+    @property
+    def pubsub_host(self) -> str:
+        """The PubSub service (XEP-0060) for telemetry."""
+        return f"pubsub.{self.domain}"
+
     def jid(self, user: str) -> str:
         """The bare JID of ``user`` on this server."""
         return f"{user}@{self.domain}"
@@ -217,6 +222,9 @@ class Prosody:
             "modules_enabled": list(self.modules),
             "modules_disabled": ["s2s"],
             "limits": {name: dict(limit) for name, limit in self.limits.items()},
+            # XEP-0313: archive every chat message, so a car that was offline catches up.
+            "default_archive_policy": True,
+            "archive_expires_after": "1w",
         }
 
     def _config_text(self) -> str:
@@ -233,6 +241,10 @@ class Prosody:
             "",
             f"VirtualHost {lua(self.domain)}",
             f"\tssl = {lua({'certificate': str(self.pki.cert), 'key': str(self.pki.key)})}",
+            "",
+            "-- XEP-0060 PubSub service: the fleet's telemetry nodes live here.",
+            f"Component {lua(self.pubsub_host)} \"pubsub\"",
+            "\tpubsub_max_items = 100000",
             "",
         ]
         return "\n".join(lines)
