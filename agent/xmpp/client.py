@@ -1,8 +1,13 @@
-"""The agent's XMPP session: STARTTLS with verification, SCRAM, reconnection, presence.
+"""The agent's XMPP session: verified TLS, SCRAM, stream management, dead-link detection, reconnection.
 
-This is the only package that knows slixmpp. Certificate verification is never
-turned off: the server must present a certificate for the account's domain
-signed by the profile's CA (or a system CA when the profile names none).
+This package is the only code that knows slixmpp. Certificate verification is
+never turned off: the server must present a certificate for the account's
+domain signed by the profile's CA (or a system CA), and, if the profile pins
+keys, one of those keys. A dropped link is resumed with XEP-0198 when the
+server still has the session; otherwise a fresh session starts and the
+services re-send what the server never acknowledged. Reconnection waits a
+capped, fully jittered exponential delay, so a fleet coming back from the same
+outage does not hammer the server in lockstep.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +25,15 @@ from slixmpp.jid import JID
 
 from agent.errors import AgentTimeout
 from agent.policies.presence import PresenceUpdate
-from agent.profile.model import AccountConfig
+from agent.profile.model import AccountConfig, SessionConfig
+from agent.xmpp.liveness import LinkMonitor
+from agent.xmpp.pinning import pin_matches, spki_sha256
 from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-# SCRAM only: the password never crosses the wire, even inside TLS.
-SASL_MECHANISMS = {"SCRAM-SHA-256", "SCRAM-SHA-1"}
+SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")  # slixmpp prefers the stronger one the server offers
+CAPS_NODE = "https://github.com/headunit/headunit"
 
 
 def is_operator(jid: str, operators: Sequence[str]) -> bool:
@@ -35,49 +43,85 @@ def is_operator(jid: str, operators: Sequence[str]) -> bool:
     return any(bare == op.lower() or op.lower() == f"@{domain}" for op in operators)
 
 
+class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
+    """slixmpp's client, noting when bytes last came in and stanzas last went out."""
+
+    def __init__(self, jid: str, password: str, **kwargs: Any) -> None:
+        super().__init__(jid, password, **kwargs)
+        self.last_received = time.monotonic()
+        self.last_sent = 0.0
+
+    def data_received(self, data: bytes | str) -> None:
+        self.last_received = time.monotonic()
+        super().data_received(data)
+
+    def send(self, data: Any, use_filters: bool = True) -> None:
+        if self.transport is not None:
+            self.last_sent = time.monotonic()
+        super().send(data, use_filters)
+
+
 class XmppSession:
-    """One slixmpp client for the car's account, kept online until ``stop()``."""
+    """One client for the car's account, kept online until ``stop()``."""
 
     def __init__(self, account: AccountConfig, operators: Sequence[str] = (), *,
-                 backoff: Backoff | None = None) -> None:
+                 session: SessionConfig | None = None, backoff: Backoff | None = None) -> None:
         self.account = account
         self.operators = tuple(operators)
-        self._backoff = backoff or Backoff(initial=1.0, cap=60.0)
+        self.config = session or SessionConfig()
+        self._backoff = backoff or Backoff(self.config.reconnect_initial, self.config.reconnect_cap,
+                                           jitter=1.0)
         self._online = asyncio.Event()
         self._stopping = False
         self._reconnect: asyncio.TimerHandle | None = None
+        self._monitor: asyncio.Task[None] | None = None
         self._presence: PresenceUpdate | None = None
+        self._sent_presence: PresenceUpdate | None = None
+        self._active = True
         self.when_online: list[Callable[[], None]] = []
         self.when_offline: list[Callable[[], None]] = []
+        self.when_session_start: list[Callable[[], None]] = []  # a fresh session, not a resumed one
         self.last_error: str | None = None
         self.sasl_mechanism: str | None = None
+        self.resumptions = 0
+        self.fresh_sessions = 0
+        self.dead_links = 0
         self.client = self._make_client()
 
     @property
     def is_online(self) -> bool:
         return self._online.is_set()
 
-    def _make_client(self) -> slixmpp.ClientXMPP:
-        jid = f"{self.account.jid}/{self.account.resource}"
-        client = slixmpp.ClientXMPP(jid, self.account.password, plugin_config={
-            "feature_mechanisms": {"use_mechs": set(SASL_MECHANISMS)},
-        })
-        client.enable_direct_tls = False
-        client.enable_starttls = True
+    @property
+    def jid(self) -> str:
+        return self.account.jid
+
+    def _make_client(self) -> HeadunitClient:
+        mechs = set(SCRAM) | ({"PLAIN"} if self.account.allow_plain else set())
+        client = HeadunitClient(f"{self.account.jid}/{self.account.resource}", self.account.password,
+                                plugin_config={"feature_mechanisms": {"use_mechs": mechs},
+                                               "xep_0198": {"allow_resume": self.config.resume}})
+        direct = self.account.tls == "direct"
+        client.enable_direct_tls = direct
+        client.enable_starttls = not direct
         client.enable_plaintext = False
         if self.account.ca_file is not None:
             client.ca_certs = Path(self.account.ca_file)
-        client.register_plugin("xep_0030")
-        client.register_plugin("xep_0199")
-        client.roster.auto_authorize = None  # we decide, per contact
+        for plugin in ("xep_0030", "xep_0115", "xep_0199", "xep_0198", "xep_0352"):
+            client.register_plugin(plugin)
+        client.plugin["xep_0030"].add_identity(category="client", itype="bot", name="headunit")
+        client.plugin["xep_0115"].caps_node = CAPS_NODE
+        client.roster.auto_authorize = None  # the contacts policy decides, per contact
         client.roster.auto_subscribe = False
-        client.add_event_handler("session_start", self._on_session_start)
-        client.add_event_handler("disconnected", self._on_disconnected)
-        client.add_event_handler("connection_failed", self._on_connection_failed)
-        client.add_event_handler("failed_auth", self._on_failed_auth)
-        client.add_event_handler("auth_success", self._on_auth_success)
-        client.add_event_handler("ssl_invalid_chain", self._on_invalid_chain)
-        client.add_event_handler("presence_subscribe", self._on_subscribe)
+        handlers: dict[str, Callable[..., Any]] = {
+            "session_start": self._on_session_start, "session_resumed": self._on_resumed,
+            "disconnected": self._on_disconnected, "connection_failed": self._on_connection_failed,
+            "failed_all_auth": self._on_failed_auth, "auth_success": self._on_auth_success,
+            "ssl_invalid_chain": self._on_invalid_chain, "ssl_cert": self._on_certificate,
+            "presence_subscribe": self._on_subscribe,
+        }
+        for event, handler in handlers.items():
+            client.add_event_handler(event, handler)
         return client
 
     # -- lifecycle -----------------------------------------------------------
@@ -97,15 +141,15 @@ class XmppSession:
             ) from exc
 
     async def stop(self, timeout: float = 3.0) -> None:
-        """Say goodbye (unavailable presence) and disconnect; idempotent."""
+        """Say goodbye (unavailable presence), close the stream for good; idempotent."""
         self._stopping = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            self._reconnect = None
+        self._cancel_reconnect()
+        self._stop_monitor()
         client = self.client
         client.cancel_connection_attempt()
         if self.is_online:
             client.send_presence(ptype="unavailable", pstatus="Agent stopped")
+            client.end_session_on_disconnect = True  # a deliberate end: no resumption
             try:
                 async with asyncio.timeout(timeout):
                     await client.disconnect(wait=1.0)
@@ -120,17 +164,29 @@ class XmppSession:
         if self._stopping:
             return
         host, port = self.account.host, self.account.port
-        log.info("connecting to %s as %s", f"{host}:{port}" if host else JID(self.account.jid).domain,
-                 self.account.jid)
+        where = f"{host}:{port}" if host else JID(self.account.jid).domain
+        log.info("connecting to %s as %s (%s)", where, self.account.jid, self.account.tls)
         if host:
-            self.client.connect(host, port or 5222)
+            self.client.connect(host, port or (5223 if self.account.tls == "direct" else 5222))
         else:
             self.client.connect()
 
-    # -- presence ------------------------------------------------------------
+    def _schedule_reconnect(self) -> None:
+        if self._stopping or self._reconnect is not None:
+            return
+        delay = self._backoff.next_delay()
+        log.info("reconnecting in %.1f s", delay)
+        self._reconnect = asyncio.get_running_loop().call_later(delay, self._connect)
+
+    def _cancel_reconnect(self) -> None:
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            self._reconnect = None
+
+    # -- presence and client state -------------------------------------------
 
     def send_presence_update(self, update: PresenceUpdate) -> None:
-        """Send now if online; in any case it is what goes out at the next session start."""
+        """Send now if online; otherwise it goes out as soon as the session is back."""
         self._presence = update
         if self.is_online:
             self._send_presence(update)
@@ -140,12 +196,26 @@ class XmppSession:
         if update.show is not None:
             kwargs["pshow"] = update.show
         self.client.send_presence(**kwargs)
+        self._sent_presence = update
 
-    # -- events --------------------------------------------------------------
+    def set_active(self, is_active: bool) -> None:
+        """XEP-0352: tell the server whether anyone is looking (it may hold back non-urgent traffic)."""
+        if is_active == self._active:
+            return
+        self._active = is_active
+        if self.is_online:
+            self._send_client_state()
+
+    def _send_client_state(self) -> None:
+        csi = self.client.plugin["xep_0352"]  # sends nothing if the server did not offer CSI
+        (csi.send_active if self._active else csi.send_inactive)()
+
+    # -- session events --------------------------------------------------------
 
     async def _on_session_start(self, _: Any) -> None:
-        self._backoff.reset()
-        self.last_error = None
+        """A fresh session (first login, or the server had forgotten ours)."""
+        self.fresh_sessions += 1
+        self._came_online()
         try:
             await self.client.get_roster(timeout=10)
         except (slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout) as exc:
@@ -154,9 +224,27 @@ class XmppSession:
             self._send_presence(self._presence)
         else:
             self.client.send_presence()
-        self._online.set()
-        log.info("online as %s (SASL %s)", self.client.boundjid, self.sasl_mechanism)
+        if not self._active:
+            self._send_client_state()
+        log.info("online as %s (SASL %s, %s)", self.client.boundjid, self.sasl_mechanism,
+                 "stream management on" if "stream_management" in self.client.features else "no resumption")
+        _call_all(self.when_session_start)
         _call_all(self.when_online)
+
+    def _on_resumed(self, _: Any) -> None:
+        """The server kept our session: nothing was lost, only catch up on presence."""
+        self.resumptions += 1
+        self._came_online()
+        if self._presence is not None and self._presence != self._sent_presence:
+            self._send_presence(self._presence)
+        log.info("session resumed (%d so far)", self.resumptions)
+        _call_all(self.when_online)
+
+    def _came_online(self) -> None:
+        self._backoff.reset()
+        self.last_error = None
+        self._online.set()
+        self._start_monitor()
 
     def _on_auth_success(self, _: Any) -> None:
         mech = self.client.plugin["feature_mechanisms"].mech
@@ -165,29 +253,37 @@ class XmppSession:
     def _on_disconnected(self, reason: Any) -> None:
         was_online = self.is_online
         self._online.clear()
+        self._stop_monitor()
         if self._stopping:
             log.info("disconnected")
             return
         if was_online:
             log.warning("disconnected from the server: %s", reason or "connection lost")
             _call_all(self.when_offline)
-        if self._reconnect is not None:
-            return
-        delay = self._backoff.next_delay()
-        log.info("reconnecting in %.1f s", delay)
-        self._reconnect = asyncio.get_running_loop().call_later(delay, self._connect)
+        self._schedule_reconnect()
 
     def _on_connection_failed(self, error: Any) -> None:
+        """slixmpp would retry on its own schedule, the same for every car: use ours, jittered."""
         self.last_error = f"connection failed: {error}"
         log.warning("cannot reach the server: %s", error)
+        self.client.cancel_connection_attempt()
+        self._schedule_reconnect()
 
-    def _on_failed_auth(self, stanza: Any) -> None:
+    def _on_failed_auth(self, _: Any) -> None:
         self.last_error = f"the server refused the credentials of {self.account.jid}"
-        log.error("%s (%s)", self.last_error, stanza["condition"] if stanza is not None else "?")
+        log.error("%s", self.last_error)
 
     def _on_invalid_chain(self, exc: ssl.SSLError) -> None:
         self.last_error = f"the server's TLS certificate is not trusted: {exc}"
         log.error("%s (CA file: %s)", self.last_error, self.account.ca_file or "system CAs")
+        self.client.abort()
+
+    def _on_certificate(self, pem: str) -> None:
+        if pin_matches(pem, self.account.pin_sha256):
+            return
+        self.last_error = (f"the server's key {spki_sha256(pem)} is not one of the pinned keys "
+                           f"({', '.join(self.account.pin_sha256)})")
+        log.error("%s", self.last_error)
         self.client.abort()
 
     def _on_subscribe(self, presence: Any) -> None:
@@ -203,6 +299,39 @@ class XmppSession:
         else:
             log.info("subscription request from %s left pending", who)
 
+    # -- dead links ------------------------------------------------------------
+
+    def _start_monitor(self) -> None:
+        self._stop_monitor()
+        client = self.client
+        monitor = LinkMonitor(
+            last_received=lambda: client.last_received, last_sent=lambda: client.last_sent,
+            send_probe=self._probe, ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout)
+        self._monitor = asyncio.create_task(self._watch(monitor), name="xmpp-link-monitor")
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None and self._monitor is not asyncio.current_task():
+            self._monitor.cancel()
+        self._monitor = None
+
+    async def _watch(self, monitor: LinkMonitor) -> None:
+        await monitor.run()
+        self.dead_links += 1
+        self.last_error = f"no answer from the server for {self.config.ping_timeout:.0f} s"
+        self.client.abort()  # no stream close: the server keeps the session for resumption
+
+    def _probe(self) -> None:
+        server = JID(self.account.jid).domain
+        probe = self.client.plugin["xep_0199"].send_ping(server, timeout=self.config.ping_timeout)
+        probe.add_done_callback(_ignore_result)
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    """The monitor judges the link by any incoming data; the ping's own outcome does not matter."""
+    if not future.cancelled():
+        future.exception()
+
 
 def _call_all(callbacks: Sequence[Callable[[], None]]) -> None:
     for callback in callbacks:
@@ -210,3 +339,4 @@ def _call_all(callbacks: Sequence[Callable[[], None]]) -> None:
             callback()
         except Exception:
             log.exception("callback %r failed", callback)
+
