@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig
 from agent.xmpp.client import XmppSession, is_operator
+from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
 from tests.harness.agentproc import Watcher
 from tests.harness.pki import make_pki
@@ -119,3 +123,37 @@ async def test_operators_are_approved_and_others_left_pending(prosody_server: Se
 ])
 def test_operator_matching_by_jid_or_domain(jid: str, expected: bool) -> None:
     assert is_operator(jid, ["ops@fleet.example", "@depot.example"]) is expected
+
+
+async def test_direct_tls_xep_0368(prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    config = AccountConfig(jid=jid, password=password, host=prosody_server.host,
+                           port=prosody_server.direct_tls_port, ca_file=prosody_server.ca_file, tls="direct")
+    session = XmppSession(config)
+    session.start()
+    try:
+        await session.wait_online(20)
+        assert session.client.is_connected()
+    finally:
+        await session.stop()
+
+
+async def test_a_pinned_key_is_accepted_and_any_other_refused(prosody: Prosody, xmpp_account: AccountFactory) -> None:
+    server = prosody.server_info()
+    jid, password = xmpp_account("car")
+    right = spki_sha256(prosody.pki.cert.read_text())
+    wrong = base64.b64encode(hashlib.sha256(b"another key").digest()).decode()
+    good = XmppSession(dataclasses.replace(account(server, jid, password), pin_sha256=(wrong, right)))
+    good.start()
+    try:
+        await good.wait_online(20)
+    finally:
+        await good.stop()
+    bad = XmppSession(dataclasses.replace(account(server, jid, password), pin_sha256=(wrong,)),
+                      backoff=Backoff(0.05, 0.1))
+    bad.start()
+    try:
+        with pytest.raises(TimeoutError, match="not one of the pinned keys"):
+            await bad.wait_online(3)
+    finally:
+        await bad.stop()
