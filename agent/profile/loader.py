@@ -87,7 +87,7 @@ _PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
 _PIN_KEYS = ("ignition_pin", "led_pin", "button_pin")
 _DATATYPES = ("boolean", "int", "float", "string")
 _MODES = tuple(mode.value for mode in VehicleMode)
-_SHOWS = ("available", "chat", "away", "xa", "dnd")
+_SHOWS = ("available", "chat", "away", "xa", "dnd", "unavailable")
 _TEMPLATE_SAMPLE: Mapping[str, object] = MappingProxyType({
     "speed": 87.5, "rpm": 2200.0, "fuel": 64.0, "coolant": 90.0, "mode": "driving",
     "latitude": 48.137, "longitude": 11.575,

@@ -97,7 +97,8 @@ class VehicleConfig:
 
 @dataclass(frozen=True)
 class PresenceRule:
-    """How one vehicle mode shows: XMPP show (None = available), status template, priority."""
+    """How one vehicle mode shows: XMPP show (None = available, "unavailable" = appear offline),
+    status template, priority."""
 
     show: str | None
     status: str

@@ -192,10 +192,7 @@ class XmppSession:
             self._send_presence(update)
 
     def _send_presence(self, update: PresenceUpdate) -> None:
-        kwargs: dict[str, Any] = {"pstatus": update.status, "ppriority": update.priority}
-        if update.show is not None:
-            kwargs["pshow"] = update.show
-        self.client.send_presence(**kwargs)
+        self.client.send_presence(**_presence_arguments(update))
         self._sent_presence = update
 
     def set_active(self, is_active: bool) -> None:
@@ -293,9 +290,7 @@ class XmppSession:
             log.info("subscription from operator %s approved", who)
             self.client.send_presence_subscription(pto=who, ptype="subscribed")
             if self._presence is not None:
-                self.client.send_presence(pto=who, pstatus=self._presence.status,
-                                          ppriority=self._presence.priority,
-                                          **({"pshow": self._presence.show} if self._presence.show else {}))
+                self.client.send_presence(pto=who, **_presence_arguments(self._presence))
         else:
             log.info("subscription request from %s left pending", who)
 
@@ -325,6 +320,16 @@ class XmppSession:
         server = JID(self.account.jid).domain
         probe = self.client.plugin["xep_0199"].send_ping(server, timeout=self.config.ping_timeout)
         probe.add_done_callback(_ignore_result)
+
+
+def _presence_arguments(update: PresenceUpdate) -> dict[str, Any]:
+    """slixmpp's send_presence arguments; show "unavailable" makes the car appear offline."""
+    if update.show == "unavailable":
+        return {"ptype": "unavailable", "pstatus": update.status}
+    arguments: dict[str, Any] = {"pstatus": update.status, "ppriority": update.priority}
+    if update.show is not None:
+        arguments["pshow"] = update.show
+    return arguments
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
