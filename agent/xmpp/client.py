@@ -58,6 +58,12 @@ class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
     def send(self, data: Any, use_filters: bool = True) -> None:
         if self.transport is not None:
             self.last_sent = time.monotonic()
+        if not use_filters and not self._session_started and self.transport is not None:
+            # XEP-0198 re-sends the unacknowledged stanzas on <resumed/> before the session
+            # counts as started; slixmpp would queue them behind what was written while
+            # offline, out of order. They go first, as the stream had them.
+            self.waiting_queue.put_nowait((data, use_filters))
+            return
         super().send(data, use_filters)
 
 
@@ -91,6 +97,11 @@ class XmppSession:
     @property
     def is_online(self) -> bool:
         return self._online.is_set()
+
+    @property
+    def is_resumable(self) -> bool:
+        """Stream management is on with resumption: a dropped link can be resumed."""
+        return bool(self.client.plugin["xep_0198"].sm_id) and "stream_management" in self.client.features
 
     @property
     def jid(self) -> str:
