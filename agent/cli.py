@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import __version__
+from agent import __version__, cli_control
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a profile without starting anything",
                                 description="Load and validate a profile; exit 0 if it is usable.")
     check.add_argument("profile", help="the profile TOML file")
+    cli_control.add_parsers(commands)
     return parser
 
 
@@ -70,6 +71,8 @@ def setup_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.command in cli_control.COMMANDS:
+        return cli_control.main(args)
     from agent.profile import load_profile
 
     try:
