@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.clock import Clock
-from agent.errors import AgentTimeout
+from agent.control import SOCKET_NAME, ControlServer, ControlStartError
+from agent.errors import AgentStartError, AgentTimeout
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
+from agent.storage import data_dir
 from agent.supervisor import Supervisor
 from agent.vehicle import paths
 from agent.vehicle.can_feed import CanFeed
 from agent.vehicle.gnss_feed import GnssFeed
 from agent.vehicle.mode_tracker import ModeTracker
-from agent.vehicle.state import VehicleState
+from agent.vehicle.mode import VehicleMode
+from agent.vehicle.state import StateEvent, VehicleState
 from agent.xmpp.client import XmppSession
+from agent.xmpp.contacts import ContactsPolicy, control_handlers
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -41,7 +46,11 @@ class Agent:
         self.clock = Clock(speed if speed is not None else profile.simulation.speed)
         self.state = VehicleState(clock=self.clock.now)
         self.supervisor = Supervisor()
-        self.xmpp = XmppSession(profile.account, profile.fleet.operators)
+        self.data_dir = data_dir(profile.storage)
+        self.xmpp = XmppSession(profile.account, session=profile.session)
+        self.contacts = ContactsPolicy(self.xmpp.client, profile.contacts, profile.fleet.operators)
+        self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
+                                     control_handlers(self.contacts))
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp)
         vehicle = profile.vehicle
@@ -51,6 +60,7 @@ class Agent:
         self.gpio: GpioBoard | None = None
         self.started_at: float | None = None
         self.online_at: float | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self.xmpp.when_online.append(self._on_online)
         self.xmpp.when_offline.append(self._on_offline)
 
@@ -60,8 +70,14 @@ class Agent:
         if self.profile.vehicle.gpio is not None:
             self._start_gpio(self.profile.vehicle.gpio)
         self.supervisor.start("stale-sweep", self._sweep_stale)
+        try:
+            await self.control.start()
+        except ControlStartError as exc:
+            raise AgentStartError(f"cannot serve the local control socket: {exc}") from exc
         self.mode.start()
         self.presence.start()
+        self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
+        self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
         self.xmpp.start()
         wait = self.profile.simulation.wait_for_online
         if wait > 0:
@@ -95,7 +111,11 @@ class Agent:
             self.gpio.stop()
         self.presence.stop()
         self.mode.stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         await self.xmpp.stop(timeout=2.0)
+        self.contacts.stop()
+        await self.control.stop()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
 
@@ -128,6 +148,10 @@ class Agent:
 
     def _on_button(self, is_pressed: bool) -> None:
         self.state.update(paths.DRIVER_BUTTON, is_pressed, "gpio")
+
+    def _on_mode(self, event: StateEvent) -> None:
+        """XEP-0352: with the ignition off nobody looks at the dashboard; the server may hold back."""
+        self.xmpp.set_active(event.new.value != VehicleMode.OFF.value)
 
     def _on_online(self) -> None:
         if self.online_at is None and self.started_at is not None:

@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -29,10 +29,13 @@ class StorageError(HeadunitError, OSError):
     """A database could not be opened or repaired."""
 
 
-def data_dir(config: StorageConfig, environ: dict[str, str] | None = None) -> Path:
-    """The profile's folder, else systemd's $STATE_DIRECTORY, else ~/.local/state/headunit; created."""
+def data_dir(config: StorageConfig, environ: Mapping[str, str] | None = None) -> Path:
+    """$HEADUNIT_DATA_DIR, else the profile's folder, else systemd's $STATE_DIRECTORY,
+    else ~/.local/state/headunit; created (only the agent's user may enter it)."""
     env = os.environ if environ is None else environ
-    if config.data_dir is not None:
+    if env.get("HEADUNIT_DATA_DIR"):
+        folder = Path(env["HEADUNIT_DATA_DIR"])
+    elif config.data_dir is not None:
         folder = config.data_dir
     elif env.get("STATE_DIRECTORY"):
         folder = Path(env["STATE_DIRECTORY"].split(":")[0])

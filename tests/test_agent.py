@@ -7,13 +7,14 @@ import dataclasses
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from agent.app import Agent
 from agent.profile import load_profile
-from agent.profile.model import GnssConfig, Profile
+from agent.profile.model import GnssConfig, Profile, StorageConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
 from tests.harness.prosody import AccountFactory, ServerInfo
@@ -42,9 +43,11 @@ def test_check_accepts_a_good_profile_and_refuses_a_bad_one_with_file_and_key(tm
 
 
 def demo_profile(server: ServerInfo, jid: str, password: str) -> Profile:
-    return load_profile(DEMO_PROFILE, environ={
+    profile = load_profile(DEMO_PROFILE, environ={
         "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password, "HEADUNIT_HOST": server.host,
         "HEADUNIT_PORT": str(server.port), "HEADUNIT_CA_FILE": str(server.ca_file)})
+    state = Path(tempfile.mkdtemp(prefix="hu-test-"))  # short: UNIX socket paths are limited
+    return dataclasses.replace(profile, storage=StorageConfig(state))
 
 
 async def wait_until(predicate: object, timeout: float) -> None:

@@ -36,13 +36,6 @@ SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")  # slixmpp prefers the stronger one the
 CAPS_NODE = "https://github.com/headunit/headunit"
 
 
-def is_operator(jid: str, operators: Sequence[str]) -> bool:
-    """True if the bare JID is listed, or its domain is listed as "@domain"."""
-    bare = JID(jid).bare.lower()
-    domain = JID(jid).domain.lower()
-    return any(bare == op.lower() or op.lower() == f"@{domain}" for op in operators)
-
-
 class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
     """slixmpp's client, noting when bytes last came in and stanzas last went out."""
 
@@ -70,10 +63,9 @@ class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
 class XmppSession:
     """One client for the car's account, kept online until ``stop()``."""
 
-    def __init__(self, account: AccountConfig, operators: Sequence[str] = (), *,
+    def __init__(self, account: AccountConfig, *,
                  session: SessionConfig | None = None, backoff: Backoff | None = None) -> None:
         self.account = account
-        self.operators = tuple(operators)
         self.config = session or SessionConfig()
         self._backoff = backoff or Backoff(self.config.reconnect_initial, self.config.reconnect_cap,
                                            jitter=1.0)
@@ -129,7 +121,6 @@ class XmppSession:
             "disconnected": self._on_disconnected, "connection_failed": self._on_connection_failed,
             "failed_all_auth": self._on_failed_auth, "auth_success": self._on_auth_success,
             "ssl_invalid_chain": self._on_invalid_chain, "ssl_cert": self._on_certificate,
-            "presence_subscribe": self._on_subscribe,
         }
         for event, handler in handlers.items():
             client.add_event_handler(event, handler)
@@ -293,17 +284,6 @@ class XmppSession:
                            f"({', '.join(self.account.pin_sha256)})")
         log.error("%s", self.last_error)
         self.client.abort()
-
-    def _on_subscribe(self, presence: Any) -> None:
-        """Operators are approved at once; everyone else waits (the driver decides, later)."""
-        who = presence["from"].bare
-        if is_operator(who, self.operators):
-            log.info("subscription from operator %s approved", who)
-            self.client.send_presence_subscription(pto=who, ptype="subscribed")
-            if self._presence is not None:
-                self.client.send_presence(pto=who, **_presence_arguments(self._presence))
-        else:
-            log.info("subscription request from %s left pending", who)
 
     # -- dead links ------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.policies.presence import PresencePolicy
-from agent.profile.model import AccountConfig, PresencePolicyConfig, SessionConfig
+from agent.profile.model import AccountConfig, ContactsConfig, PresencePolicyConfig, SessionConfig
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.client import XmppSession
+from agent.xmpp.contacts import ContactsPolicy
 from tests.harness.agentproc import Watcher
 from tests.harness.prosody import Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
@@ -50,7 +51,8 @@ async def presence_latency(server: Prosody, samples: int = 200) -> Quantiles:
     car = server.register("bench-car", "pw-car")
     operator = server.register("bench-operator", "pw-op")
     state = VehicleState()
-    session = XmppSession(account(info, car, "pw-car"), operators=[operator])
+    session = XmppSession(account(info, car, "pw-car"))
+    ContactsPolicy(session.client, ContactsConfig(), [operator]).start()
     policy = PresencePolicy(state, PresencePolicyConfig(), session)
     watcher = Watcher(operator, "pw-op", info, car)
     state.update(paths.MODE, "parked", "agent")

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -29,7 +30,8 @@ class AgentProcess:
         self.command = [sys.executable, "-m", "agent", "run", str(profile)]
         if speed is not None:
             self.command += ["--speed", str(speed)]
-        self.env = {**os.environ, "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password,
+        self.data_dir = tempfile.mkdtemp(prefix="hu-agent-")  # short: UNIX socket paths are limited
+        self.env = {**os.environ, "HEADUNIT_DATA_DIR": self.data_dir, "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password,
                     "HEADUNIT_HOST": server.host, "HEADUNIT_PORT": str(server.port),
                     "HEADUNIT_CA_FILE": str(server.ca_file), "PYTHONUNBUFFERED": "1",
                     **(extra_env or {})}
