@@ -160,11 +160,11 @@ class MessageStore:
 
     async def queue_outgoing(self, peer: str, body: str) -> StoredMessage:
         """Store a message the car is about to send, state "queued", with a fresh origin-id."""
-        text = clean_body(body, peer=peer)
+        text = clean_body(body, peer=check_peer(peer))
         if not text.strip():
             raise MessageError("an empty message is not sent")
         now = time.time()
-        row = _Row(check_peer(peer), "out", text, None, uuid.uuid4().hex, None, now, now, "queued", "local")
+        row = _Row(peer, "out", text, None, uuid.uuid4().hex, None, now, now, "queued", "local")
         stored = await self.db.run(lambda conn: _insert(conn, row))
         assert stored is not None, "a fresh origin-id cannot be a duplicate"
         return stored
