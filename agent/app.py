@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from agent.clock import Clock
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
 from agent.errors import AgentStartError, AgentTimeout
+from agent.messages import MessageStore
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
 from agent.storage import data_dir
@@ -26,6 +27,7 @@ from agent.vehicle.gnss_feed import GnssFeed
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.mode import VehicleMode
 from agent.vehicle.state import StateEvent, VehicleState
+from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
 from agent.xmpp.contacts import ContactsPolicy, control_handlers
 from drivers.errors import DriverError
@@ -49,6 +51,8 @@ class Agent:
         self.data_dir = data_dir(profile.storage)
         self.xmpp = XmppSession(profile.account, session=profile.session)
         self.contacts = ContactsPolicy(self.xmpp.client, profile.contacts, profile.fleet.operators)
+        self.messages = MessageStore(self.data_dir / "messages.db")
+        self.chat = ChatService(self.xmpp.client, self.messages)
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      control_handlers(self.contacts))
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
@@ -78,6 +82,7 @@ class Agent:
         self.presence.start()
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
         self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
+        self.chat.start()
         self.xmpp.start()
         wait = self.profile.simulation.wait_for_online
         if wait > 0:
@@ -113,8 +118,10 @@ class Agent:
         self.mode.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        await self.chat.stop()
         await self.xmpp.stop(timeout=2.0)
         self.contacts.stop()
+        self.messages.close()
         await self.control.stop()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
