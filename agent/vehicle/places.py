@@ -100,8 +100,8 @@ class Places:
     def _candidates(self, lat: float, lon: float, reach_m: float) -> Iterator[Place]:
         """Every place in the grid cells that a circle of ``reach_m`` around the point can touch."""
         dlat = math.degrees(reach_m / EARTH_RADIUS_M)
-        widest = min(89.9, abs(lat) + dlat)  # the circle is widest (in degrees) on its poleward edge
-        dlon = min(180.0, dlat / math.cos(math.radians(widest)))
+        widest = abs(lat) + dlat  # the circle is widest (in degrees of longitude) on its poleward edge
+        dlon = 180.0 if widest >= 89.9 else min(180.0, dlat / math.cos(math.radians(widest)))
         row0, _ = _cell(max(-90.0, lat - dlat), lon)
         row1, _ = _cell(min(90.0, lat + dlat), lon)
         span = min(_LON_CELLS - 1, math.ceil(dlon / CELL_DEG))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import csv
 import dataclasses
 import datetime as dt
+import io
 import json
 import math
 import random
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OUTPUTS = ("drive.log", "drive.nmea", "expected_modes.json")
+OUTPUTS = ("drive.log", "drive.nmea", "expected_modes.json", "places.csv")
+PLACE_SPACING = 10.0  # m between the named points of places.csv along each leg
 
 DT_US = 10_000  # simulation step: 10 ms
 DT = DT_US / 1e6
@@ -1026,7 +1029,28 @@ def write_outputs(drive: Drive, out: Path) -> dict[str, Path]:
     files["drive.nmea"].write_text("\n".join(drive.gnss.lines) + "\n", encoding="ascii", newline="\n")
     files["expected_modes.json"].write_text(json.dumps(modes_document(drive), indent=2, ensure_ascii=False)
                                             + "\n", encoding="utf-8", newline="\n")
+    files["places.csv"].write_text(places_csv(Track.from_route(drive.route)), encoding="utf-8", newline="\n")
     return files
+
+
+def places_csv(track: Track) -> str:
+    """The street names of the route as named points every PLACE_SPACING m along each leg.
+
+    A leg carries the street of the waypoint it leads to (as ``Track.street`` does), so the
+    nearest point to the car names the road it is on; agent/vehicle/places.py reads the file.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["lat", "lon", "name"])
+    origin = track.waypoints[0]
+    writer.writerow([f"{origin.lat:.6f}", f"{origin.lon:.6f}", origin.street])
+    for i in range(1, len(track.points)):
+        (x0, y0), (x1, y1) = track.points[i - 1], track.points[i]
+        steps = max(1, math.ceil((track.s[i] - track.s[i - 1]) / PLACE_SPACING))
+        for k in range(1, steps + 1):
+            lat, lon = track.to_latlon(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps)
+            writer.writerow([f"{lat:.6f}", f"{lon:.6f}", track.waypoints[i].street])
+    return out.getvalue()
 
 
 def verify(files: Mapping[str, Path], db: Any, drive: Drive) -> None:
@@ -1095,7 +1119,8 @@ def check(route_file: Path, dbc_file: Path, committed: Path) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Writes drive.log (candump -l), drive.nmea and expected_modes.json.")
+                                     epilog="Writes drive.log (candump -l), drive.nmea, expected_modes.json "
+                                            "and places.csv.")
     parser.add_argument("--route", type=Path, default=HERE / "route.toml", help="route description (TOML)")
     parser.add_argument("--dbc", type=Path, default=HERE / "demo.dbc", help="CAN database to encode with")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the outputs (default: next to "
