@@ -30,6 +30,7 @@ from agent.vehicle.state import StateEvent, VehicleState
 from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
 from agent.xmpp.contacts import ContactsPolicy, control_handlers
+from agent.xmpp.location import LocationPublisher
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Agent:
         self.contacts = ContactsPolicy(self.xmpp.client, profile.contacts, profile.fleet.operators)
         self.messages = MessageStore(self.data_dir / "messages.db")
         self.chat = ChatService(self.xmpp.client, self.messages)
+        self.location = LocationPublisher(self.xmpp.client, self.state, profile.location,
+                                          profile.fleet.operators, self.clock)
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      control_handlers(self.contacts))
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
@@ -83,6 +86,8 @@ class Agent:
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
         self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
         self.chat.start()
+        if self.profile.location.enabled:
+            self.location.start()
         self.xmpp.start()
         wait = self.profile.simulation.wait_for_online
         if wait > 0:
@@ -119,6 +124,7 @@ class Agent:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         await self.chat.stop()
+        await self.location.stop()
         await self.xmpp.stop(timeout=2.0)
         self.contacts.stop()
         self.messages.close()
