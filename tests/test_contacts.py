@@ -205,7 +205,7 @@ async def test_an_operator_is_approved_at_once_filed_in_the_fleet_group_and_sees
 
     item = (await server_roster(car))[op_jid]
     assert (item["subscription"], item["groups"], item["name"]) == ("from", ["Fleet"], op_jid)
-    assert not item["ask"]  # the car did not ask for the operator's presence in return
+    assert item["ask"] == "subscribe", "the car asks for the operator's presence (for location pushes)"
     assert policy.pending() == [] and pending.calls == []
     car.send_presence(pshow="dnd", pstatus="Driving · 63 km/h")
     await seen.wait_for(lambda s: s.type == "dnd" and s.status == "Driving · 63 km/h", "the next presence")

@@ -277,9 +277,13 @@ class ContactsPolicy:
     # -- answers -----------------------------------------------------------------
 
     def _approve_operator(self, jid: str) -> None:
-        """Approve at once, and file the operator in the operators' group under their JID."""
+        """Approve at once, file the operator in the operators' group, and ask for their presence
+        in return: PEP pushes the car's location (XEP-0163) only to contacts whose presence it gets."""
         self._send_subscribed(jid)
         log.info("subscription from operator %s approved", jid)
+        item = self.client.client_roster[jid]
+        if not (item["to"] or item["pending_out"]):
+            self.client.send_presence_subscription(pto=jid, ptype="subscribe")
         try:
             result = self.client.client_roster.update(
                 jid, name=jid, subscription=None, groups=[self.config.operator_group], timeout=IQ_TIMEOUT)
