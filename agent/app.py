@@ -59,7 +59,8 @@ class Agent:
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      control_handlers(self.contacts))
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
-        self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp)
+        self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
+                                       moving_speed=profile.policies.mode.moving_speed)
         vehicle = profile.vehicle
         self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
                            speed=self.clock.speed) if vehicle.can else None

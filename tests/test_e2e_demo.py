@@ -61,6 +61,9 @@ async def test_the_operator_sees_the_demo_drive_in_the_cars_presence(prosody: Pr
         seen = seen[1:]
     assert seen == [*shows, "unavailable"], "the operator saw exactly the drive, then goodbye"
     driving = [p for p in watcher.seen if p.show == "dnd"]
-    assert all(re.fullmatch(r"Driving · \d+ km/h", p.status) for p in driving), [p.status for p in driving]
+    assert all(re.fullmatch(r"Driving · \d+ km/h( · .+ \w+bound)?", p.status) for p in driving), [
+        p.status for p in driving]
+    assert any(" · " in p.status.split(" km/h")[-1] for p in driving), "a road name from the places file"
+    assert any(p.status.startswith("Parked · ") for p in watcher.seen), "parked on a named street"
     assert len({p.status for p in driving}) > 1, "the status text follows the speed"
     assert "stopped" in agent.tail(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from agent.policies.presence import PresencePolicy, PresenceUpdate, render
 from agent.profile.model import PresencePolicyConfig
@@ -26,9 +27,13 @@ class ManualTime:
         return self.now
 
 
-def test_templates_fill_known_values_and_mark_unknown_ones() -> None:
-    assert render("Driving · {speed:.0f} km/h", {"speed": 63.4}) == "Driving · 63 km/h"
-    assert render("Driving · {speed:.0f} km/h · {fuel:.0f}%", {}) == "Driving · ? km/h · ?%"
+def test_templates_fill_known_values_and_leave_out_segments_with_unknown_ones() -> None:
+    template = "Driving · {speed:.0f} km/h · {road} {direction}"
+    assert render(template, {"speed": 63.4, "road": "A7", "direction": "northbound"}) == (
+        "Driving · 63 km/h · A7 northbound")
+    assert render(template, {"speed": 63.4, "road": None}) == "Driving · 63 km/h"
+    assert render(template, {}) == "Driving"
+    assert render("{speed:.0f} km/h", {}) == ""
 
 
 async def test_a_mode_change_goes_out_at_once_and_speed_only_changes_are_rate_limited() -> None:
@@ -72,6 +77,28 @@ async def test_a_pending_text_update_is_sent_by_the_timer_without_new_events() -
     assert sink.sent[-1].status == "Driving · 10 km/h"
     await asyncio.sleep(0.5)
     assert sink.sent[-1].status == "Driving · 55 km/h" and len(sink.sent) == 2
+    policy.stop()
+
+
+def test_road_and_direction_come_from_the_places_file_and_the_heading(tmp_path: Path) -> None:
+    places = tmp_path / "places.csv"
+    places.write_text("lat,lon,name\n37.4000,127.1000,Pangyoyeok-ro\n37.5000,127.2000,Gyeongbu Expressway\n")
+    state = VehicleState()
+    sink = Sink()
+    policy = PresencePolicy(state, PresencePolicyConfig(places=places, min_text_interval=0), sink)
+    state.update(paths.MODE, "parked", "agent")
+    state.update(paths.LATITUDE, 37.4001, "gnss")
+    state.update(paths.LONGITUDE, 127.1001, "gnss")
+    policy.start()
+    assert sink.sent[-1].status == "Parked · Pangyoyeok-ro"
+    state.update(paths.SPEED, 98.0, "can")
+    state.update(paths.HEADING, 10.0, "gnss")
+    state.update(paths.LATITUDE, 37.5001, "gnss")
+    state.update(paths.LONGITUDE, 127.2001, "gnss")
+    state.update(paths.MODE, "driving", "agent")
+    assert sink.sent[-1].status == "Driving · 98 km/h · Gyeongbu Expressway northbound"
+    state.update(paths.LATITUDE, 38.9, "gnss")  # far from every known place
+    assert sink.sent[-1].status == "Driving · 98 km/h"
     policy.stop()
 
 

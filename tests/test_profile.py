@@ -362,7 +362,7 @@ MISTAKES: dict[str, Mistake] = {
         HEADER + ACCOUNT + '[policies.presence.idling]\nstatus = "Idle {mode:.0f}"\n',
         "policies.presence.idling.status", "that formats"),
     "unknown presence mode": Mistake(HEADER + ACCOUNT + '[policies.presence.sleeping]\nshow = "xa"\n',
-                                     "policies.presence.sleeping", "allowed here: min_text_interval, off"),
+                                     "policies.presence.sleeping", "allowed here: min_text_interval, places, place_distance, off"),
     "bad show": Mistake(HEADER + ACCOUNT + '[policies.presence.parked]\nshow = "online"\n',
                         "policies.presence.parked.show", "one of 'available', 'chat', 'away', 'xa', 'dnd'"),
     "priority out of range": Mistake(HEADER + ACCOUNT + '[policies.presence.off]\npriority = 200\n',

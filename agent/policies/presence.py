@@ -17,9 +17,12 @@ from typing import Any, Protocol
 
 from agent.profile.model import PresencePolicyConfig, PresenceRule
 from agent.vehicle import paths
+from agent.vehicle.places import Places, compass
 from agent.vehicle.state import StateEvent, VehicleState
 
 log = logging.getLogger(__name__)
+
+SEPARATOR = " · "
 
 PLACEHOLDER_PATHS = {
     "speed": paths.SPEED,
@@ -43,30 +46,30 @@ class PresenceSink(Protocol):
     def send_presence_update(self, update: PresenceUpdate) -> None: ...
 
 
-class _Unknown:
-    """Stands for a value the state does not have: formats as "?" whatever the spec."""
-
-    def __format__(self, spec: str) -> str:
-        return "?"
-
-
 def render(template: str, values: dict[str, Any]) -> str:
-    """Fill a status template; unknown values show as "?"."""
-    return string.Formatter().vformat(template, (), _Defaults(values))
+    """Fill a status template; a " · " segment that needs an unknown value is left out.
 
-
-class _Defaults(dict[str, Any]):
-    def __missing__(self, key: str) -> Any:
-        return _Unknown()
+    "Driving · {speed:.0f} km/h · {road} {direction}" with no place known gives
+    "Driving · 63 km/h", not "Driving · 63 km/h · ? ?".
+    """
+    formatter = string.Formatter()
+    kept = []
+    for segment in template.split(SEPARATOR):
+        fields = {field for _, field, _, _ in formatter.parse(segment) if field}
+        if all(values.get(field) is not None for field in fields):
+            kept.append(formatter.vformat(segment, (), values))
+    return SEPARATOR.join(part for part in kept if part.strip())
 
 
 class PresencePolicy:
     """Subscribes to the mode and to the values its templates use; sends presence updates."""
 
     def __init__(self, state: VehicleState, config: PresencePolicyConfig, sink: PresenceSink,
-                 *, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 *, moving_speed: float = 3.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._state = state
         self._config = config
+        self._places = Places.load(config.places) if config.places is not None else None
+        self._moving_speed = moving_speed
         self._sink = sink
         self._monotonic = monotonic
         self._unsubscribe: Callable[[], None] | None = None
@@ -76,6 +79,8 @@ class PresencePolicy:
 
     def start(self) -> None:
         watched = {paths.MODE, *self._template_paths()}
+        if {"road", "direction"} & self._template_fields():
+            watched |= {paths.LATITUDE, paths.LONGITUDE, paths.HEADING, paths.SPEED}
         self._unsubscribe = self._state.listen(self._on_change, watched)
         self.push(force=True)
 
@@ -91,9 +96,22 @@ class PresencePolicy:
         """The presence the state calls for right now."""
         mode = str(self._state.value(paths.MODE, "off"))
         rule = self._config.rules.get(mode) or PresenceRule(None, mode)
-        values = {name: v for name, path in PLACEHOLDER_PATHS.items()
-                  if (v := self._state.value(path)) is not None}
+        values: dict[str, Any] = {name: self._state.value(path) for name, path in PLACEHOLDER_PATHS.items()}
+        values["road"] = self._road(values["latitude"], values["longitude"])
+        values["direction"] = self._direction(values["speed"])
         return PresenceUpdate(rule.show, render(rule.status, values), rule.priority)
+
+    def _road(self, latitude: object, longitude: object) -> str | None:
+        if self._places is None or not isinstance(latitude, float) or not isinstance(longitude, float):
+            return None
+        return self._places.nearest(latitude, longitude, self._config.place_distance)
+
+    def _direction(self, speed: object) -> str | None:
+        """The compass direction of travel; standing still, the heading is noise."""
+        heading = self._state.value(paths.HEADING)
+        if not isinstance(speed, (int, float)) or speed < self._moving_speed or not isinstance(heading, (int, float)):
+            return None
+        return compass(float(heading))
 
     def push(self, *, force: bool = False) -> None:
         """Send the current presence if the show changed (or ``force``), else respect the text rate limit."""
@@ -127,10 +145,9 @@ class PresencePolicy:
         elif self._timer is None:  # a pending flush will render the latest values anyway
             self.push()
 
+    def _template_fields(self) -> set[str]:
+        return {field for rule in self._config.rules.values()
+                for _, field, _, _ in string.Formatter().parse(rule.status) if field}
+
     def _template_paths(self) -> set[str]:
-        used: set[str] = set()
-        for rule in self._config.rules.values():
-            for _, field, _, _ in string.Formatter().parse(rule.status):
-                if field in PLACEHOLDER_PATHS:
-                    used.add(PLACEHOLDER_PATHS[field])
-        return used
+        return {PLACEHOLDER_PATHS[f] for f in self._template_fields() if f in PLACEHOLDER_PATHS}

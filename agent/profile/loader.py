@@ -90,7 +90,7 @@ _MODES = tuple(mode.value for mode in VehicleMode)
 _SHOWS = ("available", "chat", "away", "xa", "dnd", "unavailable")
 _TEMPLATE_SAMPLE: Mapping[str, object] = MappingProxyType({
     "speed": 87.5, "rpm": 2200.0, "fuel": 64.0, "coolant": 90.0, "mode": "driving",
-    "latitude": 48.137, "longitude": 11.575,
+    "latitude": 48.137, "longitude": 11.575, "road": "Main St", "direction": "northbound",
 })
 
 
@@ -399,11 +399,25 @@ def _mode(t: Table) -> ModeSettings:
 
 
 def _presence(t: Table) -> PresencePolicyConfig:
-    t.only(("min_text_interval", *_MODES))
+    t.only(("min_text_interval", "places", "place_distance", *_MODES))
     defaults = PresencePolicyConfig().rules
     rules = {mode: _rule(t.section(mode), defaults[mode]) if t.has(mode) else defaults[mode]
              for mode in _MODES}
-    return PresencePolicyConfig(rules, **present(min_text_interval=t.number("min_text_interval", ">= 0")))
+    places = t.path("places", suffixes=(".csv",))
+    if places is not None:
+        _check_places(t, places)
+    return PresencePolicyConfig(rules, **present(min_text_interval=t.number("min_text_interval", ">= 0"),
+                                                 places=places, place_distance=t.number("place_distance")))
+
+
+def _check_places(t: Table, path: Path) -> None:
+    """Read the place names now, so a broken file is refused at start-up."""
+    from agent.vehicle.places import Places, PlacesError
+
+    try:
+        Places.load(path)
+    except PlacesError as exc:
+        t.fail("places", "a CSV of lat,lon,name rows", str(exc))
 
 
 def _rule(t: Table, default: PresenceRule) -> PresenceRule:

@@ -108,9 +108,9 @@ class PresenceRule:
 def _default_presence() -> dict[str, PresenceRule]:
     return {
         "off": PresenceRule("xa", "Ignition off"),
-        "parked": PresenceRule(None, "Parked"),
+        "parked": PresenceRule(None, "Parked · {road}"),
         "idling": PresenceRule("away", "Engine running · stationary"),
-        "driving": PresenceRule("dnd", "Driving · {speed:.0f} km/h"),
+        "driving": PresenceRule("dnd", "Driving · {speed:.0f} km/h · {road} {direction}"),
     }
 
 
@@ -118,6 +118,8 @@ def _default_presence() -> dict[str, PresenceRule]:
 class PresencePolicyConfig:
     rules: dict[str, PresenceRule] = field(default_factory=_default_presence)
     min_text_interval: float = 30.0  # s between updates that change only the status text
+    places: Path | None = None  # CSV of lat,lon,name: fills {road} ("Parked · Main St")
+    place_distance: float = 300.0  # m: farther than this from every place, {road} is unknown
 
 
 @dataclass(frozen=True)
