@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, Union
@@ -53,6 +54,7 @@ CREATE INDEX IF NOT EXISTS batches_by_ack ON batches(acked_at);
 
 _KINDS: dict[type, str] = {bool: "b", int: "i", float: "f", str: "s"}
 _SQLITE_INT = range(-(2**63), 2**63)
+_NO_SPACE = re.compile(r"\S{1,256}")
 
 
 class QueueError(HeadunitError):
@@ -125,8 +127,13 @@ class TelemetryQueue:
     # -- writing -------------------------------------------------------------
 
     async def record(self, samples: Sequence[Sample]) -> range:
-        """Append ``samples`` durably in one transaction; return their seqs."""
-        rows = [_row(s) for s in samples]
+        """Append ``samples`` durably in one transaction; return their seqs (a bad sample is logged and left out)."""
+        rows = []
+        for sample in samples:
+            try:
+                rows.append(_row(sample))
+            except QueueError as exc:
+                log.warning("telemetry: %s; dropped", exc)
         if not rows:
             return range(0)
         seqs = await self.db.run(lambda conn: _transaction(conn, lambda: _insert(conn, rows)))
@@ -195,12 +202,15 @@ class TelemetryQueue:
     @staticmethod
     def _load_stats(conn: sqlite3.Connection) -> QueueStats:
         def one(sql: str) -> int:
-            return int(conn.execute(sql).fetchone()[0] or 0)
+            row = conn.execute(sql).fetchone()  # sqlite_sequence has no row before the first insert
+            return int(row[0] or 0) if row else 0
 
+        last_seq = one("SELECT seq FROM sqlite_sequence WHERE name = 'samples'")
+        first_pending = one("SELECT min(s.seq) FROM samples s LEFT JOIN batches b ON s.batch = b.counter"
+                            " WHERE b.acked_at IS NULL")  # acknowledged samples are a prefix
         return QueueStats(
-            last_seq=one("SELECT seq FROM sqlite_sequence WHERE name = 'samples'"),
-            acked_seq=one("SELECT max(s.seq) FROM samples s JOIN batches b ON s.batch = b.counter"
-                          " WHERE b.acked_at IS NOT NULL"),
+            last_seq=last_seq,
+            acked_seq=first_pending - 1 if first_pending else last_seq,
             unsent=one("SELECT count(*) FROM samples WHERE batch IS NULL"),
             in_flight=one("SELECT count(*) FROM samples s JOIN batches b ON s.batch = b.counter"
                           " WHERE b.acked_at IS NULL"),
@@ -264,10 +274,11 @@ def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
 
 def _row(sample: Sample) -> tuple[str, str, object, float]:
     kind = _KINDS.get(type(sample.value))
-    if kind is None or not isinstance(sample.path, str) or not sample.path:
+    if (kind is None or not isinstance(sample.path, str) or not _NO_SPACE.fullmatch(sample.path)
+            or not isinstance(sample.timestamp, (int, float)) or not math.isfinite(sample.timestamp)):
         raise QueueError(f"not a telemetry sample: {sample!r}")
     value: object = sample.value
-    if (kind == "i" and value not in _SQLITE_INT) or (kind == "f" and math.isnan(sample.value)):
+    if isinstance(value, float) and math.isnan(value) or kind == "i" and value not in _SQLITE_INT:
         value = str(value)  # SQLite has no 65-bit integers and stores NaN as NULL
     return sample.path, kind, value, float(sample.timestamp)
 
@@ -283,8 +294,3 @@ def _sample(path: str, kind: str, value: object, timestamp: float) -> Sample:
     else:
         decoded = str(value)
     return Sample(path, decoded, timestamp)
-
-
-def samples_of(batches: Iterable[Batch]) -> list[Sample]:
-    """All samples of ``batches``, in order."""
-    return [s for b in batches for s in b.samples]

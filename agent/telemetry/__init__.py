@@ -1,0 +1,113 @@
+"""Telemetry to the fleet, with no loss: policy → durable queue → PubSub publisher.
+
+``Telemetry`` owns the three. The policy turns vehicle state into samples
+(``rules``), which are committed to an SQLite queue (``queue``) before anything
+is sent; the sender (``sender``) publishes them in batches to the fleet's PubSub
+node (``agent.xmpp.pubsub``) and acks them in the queue only when the service
+stored them. Coverage gaps, restarts and SIGKILL lose nothing; a batch sent
+twice has the same id, so the fleet drops the copy.
+
+Lifecycle, as the agent wires it: ``start()`` with the inputs; ``run()`` under
+the supervisor (it needs the XMPP client, not a session: it waits for
+``wait_online`` itself); at shutdown ``flush(timeout)`` while still online, then
+cancel ``run()``, then ``await stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from agent.clock import Clock
+from agent.profile.model import TelemetryConfig
+from agent.telemetry.queue import Sample, TelemetryQueue
+from agent.telemetry.rules import TelemetryPolicy
+from agent.telemetry.sender import TelemetrySender
+from agent.vehicle.state import VehicleState
+from agent.xmpp.pubsub import Client, TelemetryPublisher, node_name
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "telemetry.db"
+PRUNE_EVERY = 3600.0  # s between deletions of acknowledged samples past their retention
+
+__all__ = ["Telemetry", "Sample"]
+
+
+class Telemetry:
+    """The telemetry pipeline of one car: policy → queue → sender."""
+
+    def __init__(self, state: VehicleState, config: TelemetryConfig, client: Client,
+                 car_jid: str, data_dir: Path, clock: Clock, wait_online: Callable[[], Awaitable[object]],
+                 *, operators: Sequence[str] = ()) -> None:
+        if config.service is None:
+            raise ValueError("telemetry needs a PubSub service (telemetry.service in the profile)")
+        self.queue = TelemetryQueue(data_dir / DB_NAME, retention=config.retention)
+        self.publisher = TelemetryPublisher(client, config.service, node_name(config.node, car_jid),
+                                            members=operators)
+        self.sender = TelemetrySender(self.queue, self.publisher, batch_max=config.batch_max,
+                                      batch_delay=clock.real_delay(config.batch_delay), wait_online=wait_online)
+        self.policy = TelemetryPolicy(state, config.rules, clock, self._take)
+        self._buffer: list[Sample] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Samples taken and not yet acknowledged by the fleet's service."""
+        return self.queue.pending() + len(self._buffer)
+
+    def start(self) -> None:
+        """Start sampling the vehicle state."""
+        self.policy.start()
+
+    async def run(self) -> None:
+        """Publish until cancelled (the supervisor's task), pruning old acknowledged samples hourly."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.sender.run(), name="telemetry-sender")
+            group.create_task(self._prune(), name="telemetry-prune")
+
+    async def flush(self, timeout: float) -> bool:
+        """Commit what the policy produced and publish it now; True if all was acknowledged in time."""
+        await self._drain()
+        return await self.sender.flush(timeout)
+
+    async def stop(self) -> None:
+        """Stop sampling, commit the last samples, close the queue; idempotent. Cancel ``run()`` first."""
+        self.policy.stop()
+        await self._drain()
+        self.queue.close()
+
+    # -- policy → queue ----------------------------------------------------------
+
+    def _take(self, samples: list[Sample]) -> None:
+        """From the policy (synchronous): buffer, and commit with the others of this loop turn."""
+        self._buffer.extend(samples)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="telemetry-record")
+
+    async def _write(self) -> None:
+        while self._buffer:
+            samples, self._buffer = self._buffer, []
+            try:
+                await self.queue.record(samples)
+            except Exception:
+                log.exception("telemetry: %d samples could not be stored and are lost", len(samples))
+
+    async def _drain(self) -> None:
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self._buffer:
+            await self._write()
+
+    async def _prune(self) -> None:
+        while True:
+            try:
+                gone = await self.queue.prune()
+            except Exception:
+                log.exception("telemetry: pruning the queue failed")
+            else:
+                if gone:
+                    log.info("telemetry: %d acknowledged samples past retention deleted", gone)
+            await asyncio.sleep(PRUNE_EVERY)

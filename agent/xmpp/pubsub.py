@@ -1,0 +1,175 @@
+"""Telemetry batches published to a PubSub node (XEP-0060) on the fleet's server.
+
+Why a PubSub node and not messages to a fleet JID:
+
+1. The publish IQ's result comes from the service that stored the item: an
+   end-to-end acknowledgement. A message only gets a stream-management ack
+   from our own server, which says nothing about the fleet having it.
+2. Items persist on the node, so a fleet receiver that was offline catches up
+   by retrieving them (messages would need MAM on the receiver's side).
+3. The item id is the batch id: a batch republished after a crash or a lost
+   result replaces the item of the same id instead of adding one, and a
+   receiver that saw both notifications drops the second by id.
+
+The node is ``TelemetryConfig.node`` on ``TelemetryConfig.service``, created if
+missing with persistent items, as many items as the service allows
+(``max_items = "max"``), ``publish_model = publishers`` and, by default,
+``access_model = whitelist`` with the fleet operators (bare JIDs) as members:
+telemetry shows where the car is, so nobody else may subscribe or read items.
+``"@domain"`` operators cannot be whitelisted (XEP-0060 affiliations name
+JIDs); use ``access_model = "open"`` on a fleet-only service for those.
+
+Services differ on who may create nodes. Prosody's PubSub component lets only
+its admins create nodes: there the fleet provisions one node per car and gives
+the car the ``publisher`` affiliation, and ``ensure_node`` just checks that the
+node is there. ejabberd lets local users
+create nodes, and the car then owns its node and sets the members itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import JID, InvalidJID
+
+from agent.errors import HeadunitError
+
+log = logging.getLogger(__name__)
+
+Client = slixmpp.ClientXMPP  # for callers outside agent/xmpp/, which do not import slixmpp
+SETUP_TIMEOUT = 15.0  # s for each IQ of the node setup
+ACCESS_MODELS = ("whitelist", "open")
+
+
+class PubsubError(HeadunitError):
+    """Base class of the telemetry node's errors."""
+
+
+class NodeSetupError(PubsubError):
+    """The node is missing and cannot be created, or the service did not answer."""
+
+
+class PublishError(PubsubError):
+    """The service refused an item; ``condition`` is the XMPP error condition ("" on timeout)."""
+
+    def __init__(self, message: str, condition: str = "") -> None:
+        super().__init__(message)
+        self.condition = condition
+
+
+class PublishTimeout(PublishError, TimeoutError):
+    """No answer from the service in time: the item may or may not be stored."""
+
+
+def node_name(template: str, car_jid: str) -> str:
+    """The telemetry node of a car: ``{jid}`` in the template is the car's bare JID."""
+    return template.replace("{jid}", JID(car_jid).bare)
+
+
+class TelemetryPublisher:
+    """Publishes payloads to one node; a result from the service is the acknowledgement."""
+
+    def __init__(self, client: slixmpp.ClientXMPP, service: str, node: str, *,
+                 access_model: str = "whitelist", members: Sequence[str] = ()) -> None:
+        if access_model not in ACCESS_MODELS:
+            raise ValueError(f"access_model must be one of {ACCESS_MODELS}, not {access_model!r}")
+        self.client = client
+        self.service = service
+        self.node = node
+        self.access_model = access_model
+        self.members = _bare_jids(members)
+        client.register_plugin("xep_0030")
+        client.register_plugin("xep_0004")
+        client.register_plugin("xep_0060")
+        self._pubsub: Any = client.plugin["xep_0060"]
+
+    async def ensure_node(self, timeout: float = SETUP_TIMEOUT) -> None:
+        """Create the node if missing (or check the fleet made it); set the members when we own it."""
+        try:
+            await self._pubsub.create_node(self.service, self.node, config=self._config(), timeout=timeout)
+            log.info("telemetry node %s created on %s (%s)", self.node, self.service, self.access_model)
+        except IqError as exc:
+            if exc.condition == "conflict":
+                log.debug("telemetry node %s already exists on %s", self.node, self.service)
+            elif exc.condition in ("forbidden", "not-allowed", "feature-not-implemented"):
+                await self._check_provisioned(timeout)
+                return  # not ours to configure
+            else:
+                raise NodeSetupError(f"{self.service} refused to create {self.node}: {_describe(exc)}") from exc
+        except IqTimeout as exc:
+            raise NodeSetupError(f"{self.service} did not answer in {timeout:.0f} s (creating {self.node})") from exc
+        await self._set_members(timeout)
+
+    async def publish(self, item_id: str, payload: Element, timeout: float) -> None:
+        """Publish one item; returns once the service acknowledged it, else raises ``PublishError``."""
+        try:
+            await self._pubsub.publish(self.service, self.node, id=item_id, payload=payload, timeout=timeout)
+        except IqError as exc:
+            raise PublishError(f"{self.service} refused item {item_id} on {self.node}: {_describe(exc)}",
+                               exc.condition) from exc
+        except IqTimeout as exc:
+            raise PublishTimeout(f"no answer from {self.service} for item {item_id} in {timeout:.0f} s") from exc
+
+    # -- setup -----------------------------------------------------------------
+
+    def _config(self) -> Any:
+        form = self.client.plugin["xep_0004"].make_form(ftype="submit")
+        for var, value in (("pubsub#persist_items", "1"), ("pubsub#max_items", "max"),
+                           ("pubsub#access_model", self.access_model), ("pubsub#publish_model", "publishers"),
+                           ("pubsub#send_last_published_item", "never"), ("pubsub#notification_type", "headline"),
+                           ("pubsub#title", "headunit telemetry")):
+            form.add_field(var=var, value=value)
+        return form
+
+    async def _check_provisioned(self, timeout: float) -> None:
+        """We may not create nodes here: the fleet must have made ours (with us as publisher)."""
+        try:
+            await self.client.plugin["xep_0030"].get_info(jid=self.service, node=self.node, timeout=timeout)
+        except IqError as exc:
+            if exc.condition == "item-not-found":
+                raise NodeSetupError(
+                    f"{self.service} does not let this account create nodes and {self.node} does not exist: "
+                    f"the fleet must create it with {self.client.boundjid.bare} as publisher") from exc
+            log.warning("cannot see telemetry node %s on %s (%s); trying to publish anyway",
+                        self.node, self.service, _describe(exc))
+            return
+        except IqTimeout as exc:
+            raise NodeSetupError(f"{self.service} did not answer in {timeout:.0f} s (looking up {self.node})") from exc
+        log.info("telemetry node %s on %s is provisioned by the fleet", self.node, self.service)
+
+    async def _set_members(self, timeout: float) -> None:
+        if self.access_model != "whitelist" or not self.members:
+            return
+        affiliations = [(jid, "member") for jid in self.members]
+        try:
+            await self._pubsub.modify_affiliations(self.service, self.node, affiliations, timeout=timeout)
+        except (IqError, IqTimeout) as exc:
+            log.warning("operators not made members of %s on %s: %s", self.node, self.service, _describe(exc))
+            return
+        log.info("telemetry node %s readable by %s", self.node, ", ".join(self.members))
+
+
+def _bare_jids(operators: Sequence[str]) -> tuple[str, ...]:
+    """The operators that can be whitelisted: bare JIDs (a "@domain" entry cannot)."""
+    found = []
+    for entry in operators:
+        if entry.startswith("@"):
+            log.info("operator domain %s cannot be a PubSub member; list its operators by JID", entry)
+            continue
+        try:
+            found.append(JID(entry).bare)
+        except InvalidJID:
+            log.warning("operator %r is not a JID; not made a member of the telemetry node", entry)
+    return tuple(found)
+
+
+def _describe(exc: IqError | IqTimeout) -> str:
+    if isinstance(exc, IqTimeout):
+        return "no answer"
+    text = exc.text or ""
+    return f"{exc.condition}{f' ({text})' if text else ''}"
