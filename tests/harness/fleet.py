@@ -26,7 +26,7 @@ from slixmpp.exceptions import IqError
 
 from agent.telemetry.codec import CodecError, decode
 from agent.telemetry.queue import Sample
-from tests.harness.prosody import LuaValue, Prosody, ServerInfo
+from tests.harness.prosody import Prosody, ServerInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,7 @@ NODE_CONFIG = {
 }  # fmt: skip
 
 
-class FleetProsody(Prosody):
-    """The harness's Prosody with ``admins`` (user names on its domain), who own every PubSub node."""
-
-    def __init__(self, folder: Path, *, admins: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(folder, **kwargs)
-        self.admins = tuple(admins)
-
-    def _global_options(self) -> dict[str, LuaValue]:
-        options = super()._global_options()
-        options["admins"] = [self.jid(user) for user in self.admins]
-        return options
+FleetProsody = Prosody  # the harness's Prosody has admins ("fleet" by default)
 
 
 async def close_client(client: slixmpp.ClientXMPP) -> None:

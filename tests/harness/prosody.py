@@ -116,6 +116,7 @@ class Prosody:
         password_hash: str = "SHA-256",
         log_level: str = "info",
         console: IO[str] | None = None,
+        admins: Sequence[str] = ("fleet",),
     ) -> None:
         self.folder = Path(folder).resolve()
         self.domain = domain
@@ -123,6 +124,9 @@ class Prosody:
         self.limits = limits
         self.password_hash = password_hash
         self.log_level = log_level
+        # Server admins (user names): the fleet's account, owner of every PubSub node; in
+        # Prosody 0.12 only admins create nodes, so the fleet provisions each car's node.
+        self.admins = tuple(admins)
         self.pki = pki or make_pki(self.folder / "pki", (domain,))
         self.c2s_port = c2s_port or free_port()
         self.direct_tls_port = direct_tls_port or free_port(exclude={self.c2s_port})
@@ -219,6 +223,7 @@ class Prosody:
             "password_hash": self.password_hash,
             "storage": "internal",
             "allow_registration": False,
+            "admins": [self.jid(user) for user in self.admins],
             "modules_enabled": list(self.modules),
             "modules_disabled": ["s2s"],
             "limits": {name: dict(limit) for name, limit in self.limits.items()},
