@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.vehicle.places import COMPASS, Place, Places, PlacesError, compass, haversine_m
+from agent.vehicle.places import COMPASS, Place, Places, PlacesError, compass
 
 DEMO = Path(__file__).resolve().parents[1] / "profiles" / "demo"
 M_PER_DEG = math.pi * 6_371_000.0 / 180.0

@@ -88,7 +88,7 @@ def test_bytes_per_sample_of_a_realistic_batch() -> None:
     batch = realistic_batch(64)
     sizes = {name: len(tostring(encode("7f3a9c-000123", batch, deflate=flag)))
              for name, flag in (("deflate", True), ("plain", False))}
-    print(f"\ntelemetry payload, 64 samples of speed/rpm/lat/lon: "
+    print("\ntelemetry payload, 64 samples of speed/rpm/lat/lon: "
           + ", ".join(f"{name} {size} B ({size / 64:.1f} B/sample)" for name, size in sizes.items()))
     assert sizes["deflate"] < sizes["plain"] and sizes["deflate"] / 64 < 45
     assert same(decode(on_the_wire(encode("7f3a9c-000123", batch, deflate=False))), to_ms(batch))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
