@@ -59,7 +59,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 run: setup
 	@$(PY) -m tests.harness.devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
-	  --account car --account operator -- \
+	  --account car --account operator --account fleet -- \
 	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
 
 watch: venv

@@ -21,6 +21,7 @@ from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
 from agent.storage import data_dir
 from agent.supervisor import Supervisor
+from agent.telemetry import Telemetry
 from agent.vehicle import paths
 from agent.vehicle.can_feed import CanFeed
 from agent.vehicle.gnss_feed import GnssFeed
@@ -56,6 +57,10 @@ class Agent:
         self.chat = ChatService(self.xmpp.client, self.messages)
         self.location = LocationPublisher(self.xmpp.client, self.state, profile.location,
                                           profile.fleet.operators, self.clock)
+        self.telemetry = Telemetry(
+            self.state, profile.telemetry, self.xmpp.client, profile.account.jid, self.data_dir, self.clock,
+            lambda: self.xmpp.wait_online(3600), operators=profile.fleet.operators,
+        ) if profile.telemetry.service else None
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      control_handlers(self.contacts))
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
@@ -89,6 +94,9 @@ class Agent:
         self.chat.start()
         if self.profile.location.enabled:
             self.location.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
+            self.supervisor.start("telemetry", self.telemetry.run)
         self.xmpp.start()
         wait = self.profile.simulation.wait_for_online
         if wait > 0:
@@ -120,6 +128,12 @@ class Agent:
         await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
         if self.gpio is not None:
             self.gpio.stop()
+        if self.telemetry is not None:
+            if self.xmpp.is_online and not await self.telemetry.flush(timeout=3.0):
+                log.warning("%d telemetry samples still queued; they go out at the next start",
+                            self.telemetry.pending)
+            await self.supervisor.stop(["telemetry"], timeout=2.0)
+            await self.telemetry.stop()
         self.presence.stop()
         self.mode.stop()
         for unsubscribe in self._unsubscribe:

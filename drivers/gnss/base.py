@@ -103,7 +103,7 @@ class NmeaStats:
 
 
 # Skipped but not bad: a receiver without a fix yet, sentences we do not use.
-ORDINARY_SKIPS = frozenset({"invalid_fix", "unsupported", "proprietary"})
+ORDINARY_SKIPS = frozenset({"invalid_fix", "empty_fields", "unsupported", "proprietary"})
 
 
 class SkipLog:

@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     try:
         print(describe(server, accounts, running=True), flush=True)
+        provision_telemetry(server, accounts, args.agent_account)
         command = list(args.command)
         if command and command[0] == "--":
             command = command[1:]
@@ -207,6 +208,36 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         print("Prosody stopped", flush=True)
+
+
+def provision_telemetry(server: Prosody, accounts: Sequence[Account], car: str | None) -> None:
+    """As the fleet (a server admin), create the car's telemetry node with the car as publisher,
+    and the operators as members; in Prosody 0.12 only admins create PubSub nodes."""
+    import asyncio
+
+    from agent.profile.model import TelemetryConfig
+    from agent.xmpp.pubsub import node_name
+    from tests.harness.fleet import FleetReceiver
+
+    by_name = {a.name: a for a in accounts}
+    fleet, car_account = by_name.get("fleet"), by_name.get(car or "")
+    if fleet is None or car_account is None:
+        return
+    members = [a.jid for a in accounts if a.name not in ("fleet", car_account.name)]
+    node = node_name(TelemetryConfig().node, car_account.jid)  # the profiles' default node name
+
+    async def provision() -> None:
+        receiver = FleetReceiver(fleet.jid, fleet.password_file.read_text().strip(), server.server_info(),
+                                 server.pubsub_host, node)
+        await receiver.connect()
+        try:
+            await receiver.provision(car_account.jid, members)
+        finally:
+            await receiver.stop()
+
+    asyncio.run(provision())
+    print(f"  telemetry node : {node} on {server.pubsub_host} (owner {fleet.jid}, publisher "
+          f"{car_account.jid})", flush=True)
 
 
 def run_child(command: Sequence[str], env: dict[str, str]) -> int:
