@@ -26,11 +26,13 @@ class AgentProcess:
     """``python -m agent run PROFILE`` with the account taken from the environment."""
 
     def __init__(self, server: ServerInfo, jid: str, password: str, *, profile: Path = DEMO_PROFILE,
-                 speed: float | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 speed: float | None = None, extra_env: dict[str, str] | None = None,
+                 data_dir: str | None = None) -> None:
         self.command = [sys.executable, "-m", "agent", "run", str(profile)]
         if speed is not None:
             self.command += ["--speed", str(speed)]
-        self.data_dir = tempfile.mkdtemp(prefix="hu-agent-")  # short: UNIX socket paths are limited
+        # short: UNIX socket paths are limited; reuse one to restart "the same car"
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="hu-agent-")
         self.env = {**os.environ, "HEADUNIT_DATA_DIR": self.data_dir, "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password,
                     "HEADUNIT_HOST": server.host, "HEADUNIT_PORT": str(server.port),
                     "HEADUNIT_CA_FILE": str(server.ca_file), "PYTHONUNBUFFERED": "1",
