@@ -75,3 +75,37 @@ async def test_sigkill_mid_drive_loses_and_duplicates_nothing(prosody: Prosody) 
 def to_ms(sample: Sample) -> Sample:
     """The payload carries timestamps to the millisecond."""
     return Sample(sample.path, sample.value, round(sample.timestamp, 3))
+
+
+@pytest.mark.slow
+async def test_samples_recorded_while_the_server_restarts_are_all_delivered(tmp_path: Path) -> None:
+    with Prosody(tmp_path / "server") as server:
+        info = server.server_info()
+        car = server.register("car", "pw-car")
+        fleet = server.register("fleet", "pw-fleet")
+        receiver = FleetReceiver(fleet, "pw-fleet", info, server.pubsub_host, node_name(TelemetryConfig().node, car))
+        await receiver.connect()
+        await receiver.provision(car)
+        agent = AgentProcess(info, car, "pw-car", speed=SPEED)
+        agent.start()
+        try:
+            await agent.wait_for_line("vehicle mode: idling → driving", timeout=60)
+            await receiver.stop()
+            server.stop()  # the fleet's server goes down mid-drive; the car keeps recording
+            before, _ = recorded(agent.data_dir)
+            await asyncio.sleep(4)
+            during, pending = recorded(agent.data_dir)
+            assert len(during) > len(before) and pending > 0, "recording goes on, queued"
+            server.start()
+            await agent.wait_for_line("vehicle mode: driving → parked", timeout=90)
+        finally:
+            assert agent.stop() == 0, agent.tail()
+        sessions = sum("online as" in line for line in agent.lines)
+        assert sessions == 2, f"a fresh session after the restart ({sessions} sessions)\n{agent.tail()}"
+        samples, pending = recorded(agent.data_dir)
+        receiver = FleetReceiver(fleet, "pw-fleet", info, server.pubsub_host, node_name(TelemetryConfig().node, car))
+        await receiver.connect()
+        await receiver.catch_up()
+        await receiver.stop()
+    assert pending == 0
+    assert receiver.samples == [to_ms(s) for s in samples], "every sample, once, in order"
