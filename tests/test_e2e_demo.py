@@ -66,4 +66,11 @@ async def test_the_operator_sees_the_demo_drive_in_the_cars_presence(prosody: Pr
     assert any(" · " in p.status.split(" km/h")[-1] for p in driving), "a road name from the places file"
     assert any(p.status.startswith("Parked · ") for p in watcher.seen), "parked on a named street"
     assert len({p.status for p in driving}) > 1, "the status text follows the speed"
+    interval = load_profile(DEMO_PROFILE, environ={"HEADUNIT_PASSWORD": "x", "HEADUNIT_CA_FILE": __file__}
+                            ).policies.presence.min_text_interval
+    text_only = [(a, b) for a, b in zip(watcher.seen, watcher.seen[1:])
+                 if a.type == b.type == "available" and a.show == b.show and a.status != b.status]
+    assert text_only, "the drive produced text-only updates (the speed)"
+    assert all(b.at - a.at >= interval - 1.0 for a, b in text_only), (
+        "text-only presence updates are rate-limited", [round(b.at - a.at, 1) for a, b in text_only])
     assert "stopped" in agent.tail(5)
