@@ -160,6 +160,9 @@ class XmppSession:
         else:
             client.abort()
         self._online.clear()
+        filters = getattr(client, "_run_out_filters", None)  # slixmpp only cancels it when collected
+        if filters is not None and not filters.done():
+            filters.cancel()
 
     def _connect(self) -> None:
         self._reconnect = None
