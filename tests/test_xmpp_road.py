@@ -151,3 +151,27 @@ def test_reconnect_delays_of_a_fleet_are_spread_not_in_lockstep() -> None:
     assert crowd <= 25, f"{crowd} of 100 cars retry in the same 100 ms (uniform spread: about 10)"
     later = [car.next_delay() for car in fleet for _ in range(12)][-100:]
     assert max(later) <= 300.0, "capped"
+
+
+async def test_a_slow_link_is_not_mistaken_for_a_dead_one(prosody_server: ServerInfo,
+                                                          xmpp_account: AccountFactory) -> None:
+    car_jid, car_pw = xmpp_account("car")
+    peer_jid, peer_pw = xmpp_account("peer")
+    peer = Peer(peer_jid, peer_pw, prosody_server)
+    await peer.start()
+    async with proxied(prosody_server) as proxy:
+        session = car_session(prosody_server, proxy.port, car_jid, car_pw)
+        session.start()
+        try:
+            await session.wait_online(20)
+            proxy.slow(1500, latency=0.6)  # an edge link at the fringe of coverage
+            for i in range(20):
+                session.client.send_message(mto=peer_jid, mbody=f"slow {i}", mtype="chat")
+                await asyncio.sleep(0.3)
+            await until(lambda: len(peer.received) == 20, 30)
+            await asyncio.sleep(FAST.ping_interval + FAST.ping_timeout)  # quiet: probes on a slow link
+        finally:
+            await session.stop()
+            await peer.stop()
+    assert session.dead_links == 0 and session.fresh_sessions == 1 and session.resumptions == 0
+    assert peer.received == [f"slow {i}" for i in range(20)]

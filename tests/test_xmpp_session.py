@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
 from pathlib import Path
 
 import pytest
+import slixmpp
 
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, ContactsConfig
@@ -124,3 +126,51 @@ async def test_a_pinned_key_is_accepted_and_any_other_refused(prosody: Prosody, 
             await bad.wait_online(3)
     finally:
         await bad.stop()
+
+
+async def test_scram_sha_1_is_accepted_when_the_server_has_no_sha_256(tmp_path: Path) -> None:
+    with Prosody(tmp_path / "server", password_hash="SHA-1") as server:
+        info = server.server_info()
+        session = XmppSession(account(info, server.register("car", "pw"), "pw"))
+        session.start()
+        try:
+            await session.wait_online(20)
+            assert session.sasl_mechanism == "SCRAM-SHA-1"
+        finally:
+            await session.stop()
+
+
+def test_plain_is_only_offered_to_the_library_when_the_profile_allows_it(prosody_server: ServerInfo) -> None:
+    strict = XmppSession(account(prosody_server, "car@localhost", "pw"))
+    lenient = XmppSession(dataclasses.replace(account(prosody_server, "car@localhost", "pw"), allow_plain=True))
+    assert strict.client.plugin["feature_mechanisms"].use_mechs == {"SCRAM-SHA-256", "SCRAM-SHA-1"}
+    assert lenient.client.plugin["feature_mechanisms"].use_mechs == {"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}
+    assert not strict.client.plugin["feature_mechanisms"].unencrypted_plain, "never PLAIN outside TLS"
+    assert not strict.client.enable_plaintext
+
+
+async def test_disco_and_caps_describe_the_car(prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    car, car_pw = xmpp_account("car")
+    peer, peer_pw = xmpp_account("peer")
+    session = XmppSession(account(prosody_server, car, car_pw))
+    session.start()
+    other = slixmpp.ClientXMPP(f"{peer}/x", peer_pw)
+    other.enable_direct_tls = False
+    other.enable_plaintext = False
+    other.ca_certs = Path(prosody_server.ca_file)
+    other.register_plugin("xep_0030")
+    online = asyncio.Event()
+    other.add_event_handler("session_start", lambda _: online.set())
+    try:
+        await session.wait_online(20)
+        other.connect(prosody_server.host, prosody_server.port)
+        async with asyncio.timeout(20):
+            await online.wait()
+        info = await other.plugin["xep_0030"].get_info(jid=f"{car}/headunit", timeout=10)
+        identities = {(c, t) for c, t, _, _ in info["disco_info"]["identities"]}
+        features = set(info["disco_info"]["features"])
+    finally:
+        await session.stop()
+        other.disconnect()
+    assert ("client", "bot") in identities
+    assert {"urn:xmpp:ping", "http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info"} <= features
