@@ -174,3 +174,54 @@ async def test_disco_and_caps_describe_the_car(prosody_server: ServerInfo, xmpp_
         other.disconnect()
     assert ("client", "bot") in identities
     assert {"urn:xmpp:ping", "http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info"} <= features
+
+
+async def test_client_state_indication_follows_set_active(prosody_server: ServerInfo,
+                                                         xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    session = XmppSession(account(prosody_server, jid, password))
+    sent = record_raw(session)
+    session.start()
+    try:
+        await session.wait_online(20)
+        async with asyncio.timeout(10):  # negotiated after the session starts
+            while not session.client.plugin["xep_0352"].enabled:
+                await asyncio.sleep(0.02)
+        session.set_active(False)  # the agent does this when the ignition goes off
+        session.set_active(False)  # no repeat
+        session.set_active(True)
+        await asyncio.sleep(0.2)
+    finally:
+        await session.stop()
+    assert [state for state in sent if state in ("active", "inactive")] == ["inactive", "active"]
+
+
+def record_raw(session: XmppSession) -> list[str]:
+    """What the client writes on the stream (slixmpp sends CSI raw, past the stanza filters)."""
+    sent: list[str] = []
+    write = session.client.send_raw
+
+    def send_raw(data: str | bytes) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        sent.extend(state for state in ("inactive", "active") if text.startswith(f"<{state} "))
+        write(data)
+
+    session.client.send_raw = send_raw
+    return sent
+
+
+async def test_a_car_that_starts_with_the_ignition_off_says_inactive_once_csi_is_negotiated(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    session = XmppSession(account(prosody_server, jid, password))
+    sent = record_raw(session)
+    session.set_active(False)  # before connecting
+    session.start()
+    try:
+        await session.wait_online(20)
+        async with asyncio.timeout(10):
+            while "inactive" not in sent:
+                await asyncio.sleep(0.02)
+    finally:
+        await session.stop()
+    assert sent.count("inactive") == 1 and "active" not in sent

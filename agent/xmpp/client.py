@@ -121,6 +121,7 @@ class XmppSession:
             "disconnected": self._on_disconnected, "connection_failed": self._on_connection_failed,
             "failed_all_auth": self._on_failed_auth, "auth_success": self._on_auth_success,
             "ssl_invalid_chain": self._on_invalid_chain, "ssl_cert": self._on_certificate,
+            "csi_enabled": self._on_csi_enabled,
         }
         for event, handler in handlers.items():
             client.add_event_handler(event, handler)
@@ -226,8 +227,6 @@ class XmppSession:
             self._send_presence(self._presence)
         else:
             self.client.send_presence()
-        if not self._active:
-            self._send_client_state()
         log.info("online as %s (SASL %s, %s)", self.client.boundjid, self.sasl_mechanism,
                  "stream management on" if "stream_management" in self.client.features else "no resumption")
         _call_all(self.when_session_start)
@@ -247,6 +246,11 @@ class XmppSession:
         self.last_error = None
         self._online.set()
         self._start_monitor()
+
+    def _on_csi_enabled(self, _: Any) -> None:
+        """The server takes client states (negotiated after the session started): say ours if idle."""
+        if not self._active:
+            self._send_client_state()
 
     def _on_auth_success(self, _: Any) -> None:
         mech = self.client.plugin["feature_mechanisms"].mech
