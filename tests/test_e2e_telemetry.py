@@ -73,8 +73,8 @@ async def test_sigkill_mid_drive_loses_and_duplicates_nothing(prosody: Prosody) 
 
 
 def to_ms(sample: Sample) -> Sample:
-    """The payload carries timestamps to the millisecond."""
-    return Sample(sample.path, sample.value, round(sample.timestamp, 3))
+    """The payload carries timestamps to the millisecond, as the codec documents: round(t * 1000) / 1000."""
+    return Sample(sample.path, sample.value, round(sample.timestamp * 1000) / 1000)
 
 
 @pytest.mark.slow
