@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-from pathlib import Path
 
 import pytest
 import slixmpp
 
 from tests.harness.agentproc import DEMO_PROFILE, AgentProcess
+from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.prosody import Prosody, ServerInfo
 
 GEOLOC = "http://jabber.org/protocol/geoloc"
@@ -20,12 +20,8 @@ class LocationWatcher:
     """A stock-like client: caps with geoloc+notify, approves the car's presence request."""
 
     def __init__(self, jid: str, password: str, server: ServerInfo, car: str) -> None:
-        self.client = slixmpp.ClientXMPP(f"{jid}/phone", password)
-        self.client.enable_direct_tls = False
-        self.client.enable_plaintext = False
-        self.client.ca_certs = Path(server.ca_file)
-        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0080"):
-            self.client.register_plugin(plugin)
+        self.client = verified_client(jid, password, server, resource="phone",
+                                      plugins=("xep_0030", "xep_0115", "xep_0163", "xep_0080"))
         self.client.plugin["xep_0163"].add_interest(GEOLOC)
         self.client.roster.auto_authorize = True  # approves the car asking for our presence
         self.server, self.car = server, car
@@ -47,17 +43,11 @@ class LocationWatcher:
                 self.fixes.append((float(lat.text), float(lon.text)))
 
     async def start(self) -> None:
-        online = asyncio.Event()
-        self.client.add_event_handler("session_start", lambda _: online.set())
-        self.client.connect(self.server.host, self.server.port)
-        async with asyncio.timeout(20):
-            await online.wait()
-        self.client.send_presence()
+        await log_in(self.client, self.server)
         self.client.send_presence_subscription(pto=self.car, ptype="subscribe")
 
     async def stop(self) -> None:
-        self.client.disconnect()
-        await asyncio.sleep(0.05)
+        await close_client(self.client)
 
 
 @pytest.mark.slow

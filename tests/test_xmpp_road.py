@@ -10,12 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import slixmpp
 
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
 from agent.xmpp.client import XmppSession
 from drivers.backoff import Backoff
+from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 
@@ -26,25 +26,16 @@ class Peer:
     """A contact's plain slixmpp client, connected directly (not through the proxy)."""
 
     def __init__(self, jid: str, password: str, server: ServerInfo) -> None:
-        self.client = slixmpp.ClientXMPP(f"{jid}/peer", password)
-        self.client.enable_direct_tls = False
-        self.client.enable_plaintext = False
-        self.client.ca_certs = Path(server.ca_file)
+        self.client = verified_client(jid, password, server, resource="peer")
         self.server = server
         self.received: list[str] = []
         self.client.add_event_handler("message", lambda m: self.received.append(m["body"]))
 
     async def start(self) -> None:
-        online = asyncio.Event()
-        self.client.add_event_handler("session_start", lambda _: online.set())
-        self.client.connect(self.server.host, self.server.port)
-        async with asyncio.timeout(20):
-            await online.wait()
-        self.client.send_presence()
+        await log_in(self.client, self.server)
 
     async def stop(self) -> None:
-        self.client.disconnect()
-        await asyncio.sleep(0.05)
+        await close_client(self.client)
 
 
 def car_session(server: ServerInfo, port: int, jid: str, password: str) -> XmppSession:

@@ -9,7 +9,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import slixmpp
 
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, ContactsConfig
@@ -18,6 +17,7 @@ from agent.xmpp.contacts import ContactsPolicy
 from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
 from tests.harness.agentproc import Watcher
+from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.pki import make_pki
 from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
 
@@ -154,24 +154,16 @@ async def test_disco_and_caps_describe_the_car(prosody_server: ServerInfo, xmpp_
     peer, peer_pw = xmpp_account("peer")
     session = XmppSession(account(prosody_server, car, car_pw))
     session.start()
-    other = slixmpp.ClientXMPP(f"{peer}/x", peer_pw)
-    other.enable_direct_tls = False
-    other.enable_plaintext = False
-    other.ca_certs = Path(prosody_server.ca_file)
-    other.register_plugin("xep_0030")
-    online = asyncio.Event()
-    other.add_event_handler("session_start", lambda _: online.set())
+    other = verified_client(peer, peer_pw, prosody_server, plugins=["xep_0030"])
     try:
         await session.wait_online(20)
-        other.connect(prosody_server.host, prosody_server.port)
-        async with asyncio.timeout(20):
-            await online.wait()
+        await log_in(other, prosody_server)
         info = await other.plugin["xep_0030"].get_info(jid=f"{car}/headunit", timeout=10)
         identities = {(c, t) for c, t, _, _ in info["disco_info"]["identities"]}
         features = set(info["disco_info"]["features"])
     finally:
         await session.stop()
-        other.disconnect()
+        await close_client(other)
     assert ("client", "bot") in identities
     assert {"urn:xmpp:ping", "http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info"} <= features
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import slixmpp
 
+from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.prosody import ServerInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,16 +114,9 @@ class Watcher:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        client = slixmpp.ClientXMPP(f"{self.jid}/watcher", self.password)
-        client.enable_direct_tls = False
-        client.enable_plaintext = False
-        client.ca_certs = Path(self.server.ca_file)
+        client = verified_client(self.jid, self.password, self.server, resource="watcher")
         client.add_event_handler("presence", self._on_presence)
-        online = asyncio.Event()
-        client.add_event_handler("session_start", lambda _: online.set())
-        client.connect(self.server.host, self.server.port)
-        await asyncio.wait_for(online.wait(), 20)
-        client.send_presence()
+        await log_in(client, self.server)
         client.send_presence_subscription(pto=self.contact, ptype="subscribe")
         self.client = client
 
@@ -150,5 +144,4 @@ class Watcher:
                 await self.changed.wait()
 
     async def stop(self) -> None:
-        self.client.disconnect()
-        await asyncio.sleep(0.1)
+        await close_client(self.client)

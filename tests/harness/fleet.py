@@ -13,11 +13,9 @@ publisher. ``FleetProsody`` is the harness's Prosody with such admins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -26,6 +24,7 @@ from slixmpp.exceptions import IqError
 
 from agent.telemetry.codec import CodecError, decode
 from agent.telemetry.queue import Sample
+from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.prosody import Prosody, ServerInfo
 
 log = logging.getLogger(__name__)
@@ -38,20 +37,6 @@ NODE_CONFIG = {
 
 
 FleetProsody = Prosody  # the harness's Prosody has admins ("fleet" by default)
-
-
-async def close_client(client: slixmpp.ClientXMPP) -> None:
-    """Close the stream, and end slixmpp's send task (it only cancels it in ``__del__``)."""
-    client.cancel_connection_attempt()
-    if client.transport is not None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(WAIT):
-                await client.disconnect(wait=1.0)
-    client.abort()
-    task = client._run_out_filters
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -81,18 +66,9 @@ class FleetReceiver:
 
     async def connect(self) -> None:
         """Log in (verified STARTTLS) and show as available, without subscribing."""
-        client = slixmpp.ClientXMPP(f"{self.jid}/fleet", self.password)
-        client.enable_direct_tls = False
-        client.enable_plaintext = False
-        client.ca_certs = Path(self.server.ca_file)
-        client.register_plugin("xep_0060")
+        client = verified_client(self.jid, self.password, self.server, resource="fleet", plugins=["xep_0060"])
         client.add_event_handler("pubsub_publish", self._on_publish)
-        online = asyncio.Event()
-        client.add_event_handler("session_start", lambda _: online.set())
-        client.connect(self.server.host, self.server.port)
-        async with asyncio.timeout(WAIT):
-            await online.wait()
-        client.send_presence()  # notifications to a bare JID go to available resources
+        await log_in(client, self.server)  # available: notifications to a bare JID go to available resources
         self.client = client
 
     async def start(self) -> None:
