@@ -34,8 +34,9 @@ class GnssFeed:
     def _on_fix(self, fix: Fix) -> None:
         update = self._state.update
         ts = fix.time.timestamp() if fix.time is not None else None
-        update(paths.LATITUDE, fix.latitude, SOURCE, ts)
-        update(paths.LONGITUDE, fix.longitude, SOURCE, ts)
+        # NMEA carries 1e-6 minutes at best: 7 decimals of a degree (about 1 cm) keep all of it
+        update(paths.LATITUDE, round(fix.latitude, 7), SOURCE, ts)
+        update(paths.LONGITUDE, round(fix.longitude, 7), SOURCE, ts)
         update(paths.GNSS_FIX_TYPE, fix.fix_type, SOURCE, ts)
         if fix.altitude is not None:
             update(paths.ALTITUDE, fix.altitude, SOURCE, ts)

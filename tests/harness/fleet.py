@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -61,6 +61,7 @@ class FleetReceiver:
         self._stores: dict[str, int] = {}
         self._changed = asyncio.Event()
         self.client: slixmpp.ClientXMPP | None = None
+        self.when_batch: Callable[[ReceivedBatch], None] | None = None  # e.g. make watch printing
 
     # -- connection ------------------------------------------------------------
 
@@ -145,6 +146,8 @@ class FleetReceiver:
             return
         self.batches[item_id] = ReceivedBatch(item_id, tuple(samples), via)
         self._changed.set()
+        if self.when_batch is not None:
+            self.when_batch(self.batches[item_id])
 
     # -- what was kept ---------------------------------------------------------
 

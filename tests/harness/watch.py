@@ -1,7 +1,9 @@
-"""``make watch``: log in as the demo operator and print the demo car's presence as it changes.
+"""``make watch``: the demo car as the fleet sees it — its presence, and its telemetry.
 
-Run it in a second terminal while ``make run`` is running; it is what any XMPP client
-logged in as operator@localhost shows, in one line per change.
+Run it in a second terminal while ``make run`` is running. It logs in as the demo
+operator (what any XMPP client logged in as operator@localhost shows, one line per
+presence change) and as the fleet account subscribed to the car's telemetry node
+(one line per batch of samples received).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from agent.profile.model import TelemetryConfig
+from agent.xmpp.pubsub import node_name
 from tests.harness.agentproc import Watcher
+from tests.harness.fleet import FleetReceiver, ReceivedBatch
 from tests.harness.prosody import ServerInfo
 
 SHOWS = {"": "available", "away": "away", "xa": "extended away", "dnd": "do not disturb",
@@ -34,6 +40,7 @@ async def watch(folder: Path, operator: str, car: str) -> int:
     watcher = Watcher(account["jid"], password, info, car_jid)
     await watcher.start()
     print(f"logged in as {account['jid']}, watching {car_jid} (Ctrl-C to stop)")
+    fleet = await _fleet(doc, info, car_jid)
     shown = 0
     last: tuple[str, str] | None = None
     try:
@@ -47,6 +54,30 @@ async def watch(folder: Path, operator: str, car: str) -> int:
             shown = len(watcher.seen)
     finally:
         await watcher.stop()
+        if fleet is not None:
+            await fleet.stop()
+
+
+async def _fleet(doc: dict[str, Any], info: ServerInfo, car_jid: str) -> FleetReceiver | None:
+    """The fleet's receiver on the car's telemetry node, printing each batch as it arrives."""
+    account = doc["accounts"].get("fleet")
+    if account is None:
+        return None
+    node = node_name(TelemetryConfig().node, car_jid)
+    receiver = FleetReceiver(account["jid"], Path(account["password_file"]).read_text().strip(), info,
+                             f"pubsub.{info.domain}", node)
+    receiver.when_batch = _print_batch
+    await receiver.start()
+    print(f"logged in as {account['jid']}, subscribed to telemetry node {node}")
+    return receiver
+
+
+def _print_batch(batch: ReceivedBatch) -> None:
+    latest: dict[str, object] = {}
+    for sample in batch.samples:
+        latest[sample.path.removeprefix("Vehicle.")] = sample.value
+    shown = ", ".join(f"{name} {value}" for name, value in list(latest.items())[:5])
+    print(f"{time.strftime('%H:%M:%S')}  telemetry {batch.item_id}: {len(batch.samples)} samples ({shown})")
 
 
 def main() -> int:
