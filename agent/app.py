@@ -1,7 +1,8 @@
 """The agent: builds drivers, state, policies and the XMPP session from a profile; runs and stops them.
 
 Data flows one way: drivers → vehicle state → policies → XMPP. Shutdown runs
-in stages with timeouts: stop inputs, stop policies, say goodbye on XMPP, then
+in stages with timeouts: stop inputs, flush telemetry, stop policies and
+services, say goodbye on XMPP, close the stores and the control socket, then
 whatever task is left.
 """
 
@@ -148,11 +149,11 @@ class Agent:
         log.info("stopped")
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
-            await self.stop()
+            await self.stop()  # also after a failed start: every stage is safe on what never started
 
     def _start_gpio(self, config: GpioConfig) -> None:
         from drivers.gpio import GpioBoard, LedPattern

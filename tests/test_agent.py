@@ -108,3 +108,22 @@ async def test_the_process_stops_cleanly_on_sigterm_and_sigint(
     await asyncio.sleep(0.2)
     assert f"{signum.name} received, stopping" in "\n".join(agent.lines)
     assert agent.tail(1).endswith("stopped"), agent.tail()
+
+
+async def test_a_second_agent_on_the_same_state_folder_is_refused_clearly(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    first = AgentProcess(prosody_server, jid, password, speed=5.0)
+    first.start()
+    try:
+        await first.wait_for_line("online as", timeout=30)
+        second = AgentProcess(prosody_server, jid, password, speed=5.0, data_dir=first.data_dir)
+        second.start()
+        assert second.process is not None
+        returncode = second.process.wait(30)
+        await asyncio.sleep(0.2)
+        assert returncode == 1
+        assert "cannot serve the local control socket" in "\n".join(second.lines), second.tail()
+        assert first.process is not None and first.process.poll() is None, "the first agent keeps running"
+    finally:
+        assert first.stop() == 0
