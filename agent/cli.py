@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import __version__, cli_control
+from agent import __version__, cli_audit, cli_control
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Load and validate a profile; exit 0 if it is usable.")
     check.add_argument("profile", help="the profile TOML file")
     cli_control.add_parsers(commands)
+    cli_audit.add_parsers(commands)
     return parser
 
 
@@ -73,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.command in cli_control.COMMANDS:
         return cli_control.main(args)
+    if args.command in cli_audit.COMMANDS:
+        return cli_audit.main(args)
     from agent.profile import load_profile
 
     try:
