@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.clock import Clock
+from agent.commands.audit import AuditLog
+from agent.commands.builtin import builtin_registry
+from agent.commands.registry import AgentFacade
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
 from agent.errors import AgentStartError, AgentTimeout
 from agent.messages import MessageStore
@@ -29,6 +32,7 @@ from agent.vehicle.gnss_feed import GnssFeed
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.mode import VehicleMode
 from agent.vehicle.state import StateEvent, VehicleState
+from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
 from agent.xmpp.contacts import ContactsPolicy, control_handlers
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INPUT_TASKS = ["wait-for-online", "can", "obd", "gnss"]
+EXIT_RESTART = 75  # EX_TEMPFAIL: the unit's Restart=on-failure brings the agent back
 
 
 class Agent:
@@ -64,6 +69,12 @@ class Agent:
         ) if profile.telemetry.service else None
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      control_handlers(self.contacts))
+        self.audit = AuditLog.in_dir(self.data_dir)
+        self.commands = AdHocService(self.xmpp.client, builtin_registry(), profile.fleet.operators, self.audit,
+                                     AgentFacade(self.state, telemetry=profile.telemetry, audit=self.audit,
+                                                 restart=self._schedule_restart, connection=self._connection))
+        self.exit_code = 0
+        self._stop_requested: asyncio.Event | None = None
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
                                        moving_speed=profile.policies.mode.moving_speed)
@@ -93,6 +104,7 @@ class Agent:
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
         self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
         self.chat.start()
+        self.commands.start()
         if self.profile.location.enabled:
             self.location.start()
         if self.telemetry is not None:
@@ -139,16 +151,19 @@ class Agent:
         self.mode.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        await self.commands.stop()
         await self.chat.stop()
         await self.location.stop()
         await self.xmpp.stop(timeout=2.0)
         self.contacts.stop()
         self.messages.close()
+        self.audit.close()
         await self.control.stop()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop_requested = stop
         try:
             await self.start()
             await stop.wait()
@@ -177,6 +192,21 @@ class Agent:
 
     def _on_button(self, is_pressed: bool) -> None:
         self.state.update(paths.DRIVER_BUTTON, is_pressed, "gpio")
+
+    def _schedule_restart(self) -> None:
+        """An operator's restart-agent: answer first, then stop with EXIT_RESTART (systemd starts us again)."""
+        def restart() -> None:
+            log.warning("restarting on an operator's request")
+            self.exit_code = EXIT_RESTART
+            if self._stop_requested is not None:
+                self._stop_requested.set()
+
+        asyncio.get_running_loop().call_later(1.0, restart)
+
+    def _connection(self) -> str:
+        if self.xmpp.is_online:
+            return "online (stream resumable)" if self.xmpp.is_resumable else "online"
+        return f"offline ({self.xmpp.last_error})" if self.xmpp.last_error else "connecting"
 
     def _on_mode(self, event: StateEvent) -> None:
         """XEP-0352: with the ignition off nobody looks at the dashboard; the server may hold back."""

@@ -121,7 +121,7 @@ async def _run(profile: object, speed: float | None) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     agent = Agent(profile, speed=speed)
     await agent.run(stop)
-    return 0
+    return agent.exit_code
 
 
 if __name__ == "__main__":
