@@ -12,8 +12,8 @@ SPEED ?= 1
 PROFILE ?= profiles/demo.toml
 
 # Debian bookworm packages: the XMPP server for the demo and the tests, openssl for the
-# throw-away CA, gpsd for the gpsd-source test.
-APT_PACKAGES := prosody lua-unbound openssl gpsd
+# throw-away CA, gpsd for the gpsd-source test, ffmpeg for the V4L2 camera.
+APT_PACKAGES := prosody lua-unbound openssl gpsd ffmpeg
 
 .DEFAULT_GOAL := help
 .PHONY: help setup deps venv run watch test typecheck bench clean distclean

@@ -105,6 +105,8 @@ def setup(args: argparse.Namespace) -> tuple[Prosody, list[Account]]:
         c2s_port=args.port,
         http_port=args.http_port,
         direct_tls_port=args.direct_tls_port or args.port + 1,
+        https_port=args.port + 3,  # XEP-0363 uploads (photos, log bundles) over HTTPS
+        upload=True,
         pki=pki,
     )
     server.write_config()

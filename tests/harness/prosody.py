@@ -31,7 +31,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 TAIL_LINES = 40
 
-# What a modern client expects; http_file_share comes later (see _config_text).
+# What a modern client expects; XEP-0363 uploads are a component (see _config_text).
 DEFAULT_MODULES: tuple[str, ...] = (
     "roster", "saslauth", "tls", "disco", "carbons", "pep", "private", "blocklist",
     "vcard4", "vcard_legacy", "version", "uptime", "time", "ping", "register",
@@ -40,6 +40,9 @@ DEFAULT_MODULES: tuple[str, ...] = (
 
 # Relaxed for tests that push data, but present so mod_limits runs as in production.
 DEFAULT_LIMITS: Mapping[str, Mapping[str, str]] = {"c2s": {"rate": "1mb/s", "burst": "4s"}}
+
+# XEP-0363: the largest file the upload component takes (tests upload a few MB).
+UPLOAD_SIZE_LIMIT = 16 * 1024 * 1024
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9._-]{1,64}$")
 
@@ -71,6 +74,7 @@ class ServerInfo:
     ca_file: Path
     direct_tls_port: int
     http_port: int
+    https_port: int = 0  # serves XEP-0363 uploads as https://<domain>:<https_port>/ (0: none)
 
 
 def free_port(host: str = HOST, exclude: Iterable[int] = ()) -> int:
@@ -117,6 +121,8 @@ class Prosody:
         log_level: str = "info",
         console: IO[str] | None = None,
         admins: Sequence[str] = ("fleet",),
+        https_port: int | None = None,
+        upload: bool = False,
     ) -> None:
         self.folder = Path(folder).resolve()
         self.domain = domain
@@ -131,6 +137,12 @@ class Prosody:
         self.c2s_port = c2s_port or free_port()
         self.direct_tls_port = direct_tls_port or free_port(exclude={self.c2s_port})
         self.http_port = http_port or free_port(exclude={self.c2s_port, self.direct_tls_port})
+        self.https_port = https_port or free_port(
+            exclude={self.c2s_port, self.direct_tls_port, self.http_port}
+        )
+        # XEP-0363 upload component ``upload.<domain>``, served on https_port (which is
+        # bound only then: Prosody opens HTTP ports once an HTTP module is loaded).
+        self.upload = upload
         self._console = console
         self._process: subprocess.Popen[str] | None = None
         self._pump: threading.Thread | None = None
@@ -171,8 +183,14 @@ class Prosody:
     def server_info(self) -> ServerInfo:
         """Host, ports, domain and CA file a client needs."""
         return ServerInfo(
-            HOST, self.c2s_port, self.domain, self.pki.ca_cert, self.direct_tls_port, self.http_port
-        )
+            HOST, self.c2s_port, self.domain, self.pki.ca_cert, self.direct_tls_port,
+            self.http_port, self.https_port,
+        )  # fmt: skip
+
+    @property
+    def upload_host(self) -> str | None:
+        """The HTTP File Upload service (XEP-0363), or None when disabled."""
+        return f"upload.{self.domain}" if self.upload else None
 
     @property
     def pubsub_host(self) -> str:
@@ -214,7 +232,10 @@ class Prosody:
             "c2s_direct_tls_ports": [self.direct_tls_port],
             "http_ports": [self.http_port],
             "http_interfaces": loopback,
-            "https_ports": [],
+            "https_ports": [self.https_port],
+            "https_interfaces": loopback,
+            # The server certificate covers the domain, the name upload URLs use.
+            "https_certificate": str(self.pki.cert),
             "c2s_require_encryption": True,
             "allow_unencrypted_plain_auth": False,
             "authentication": "internal_hashed",
@@ -240,9 +261,6 @@ class Prosody:
         ]
         lines += [f"{key} = {lua(value)}" for key, value in self._global_options().items()]
         lines += [
-            "-- Later, XEP-0363 uploads are a component served on http_ports (add the upload",
-            "-- host to the PKI's hostnames; see https://prosody.im/doc/modules/mod_http_file_share):",
-            f'-- Component "upload.{self.domain}" "http_file_share"',
             "",
             f"VirtualHost {lua(self.domain)}",
             f"\tssl = {lua({'certificate': str(self.pki.cert), 'key': str(self.pki.key)})}",
@@ -252,7 +270,25 @@ class Prosody:
             "\tpubsub_max_items = 100000",
             "",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines + self._upload_lines())
+
+    def _upload_lines(self) -> list[str]:
+        """The XEP-0363 component, or nothing when ``upload`` is off.
+
+        Its HTTP routes are bound to the domain's name (``http_host``) and its URLs
+        are ``https://<domain>:<https_port>/file_share/<slot>/<name>``, so the
+        domain's certificate verifies them; see mod_http_file_share.
+        """
+        if not self.upload_host:
+            return []
+        return [
+            "-- XEP-0363 HTTP File Upload: photos and log bundles from the car.",
+            f"Component {lua(self.upload_host)} \"http_file_share\"",
+            f"\thttp_host = {lua(self.domain)}",
+            f"\thttp_external_url = {lua(f'https://{self.domain}:{self.https_port}/')}",
+            f"\thttp_file_share_size_limit = {UPLOAD_SIZE_LIMIT}",
+            "",
+        ]
 
     # -- lifecycle --------------------------------------------------------
 
@@ -318,7 +354,7 @@ class Prosody:
 
     def _check_ports_free(self) -> None:
         """Fail fast and clearly when one of our ports is taken (Prosody would just log it)."""
-        for port in (self.c2s_port, self.direct_tls_port, self.http_port):
+        for port in (self.c2s_port, self.direct_tls_port, self.http_port, self.https_port):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
