@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -28,9 +27,8 @@ def main(args: argparse.Namespace) -> int:
     from agent.profile import load_profile
     from agent.storage import data_dir
 
-    environ = {**os.environ, "HEADUNIT_PASSWORD": "unused by headunit audit"}
     try:
-        profile = load_profile(args.profile, environ=environ)
+        profile = load_profile(args.profile, local_only=True)  # no password or CA needed to read the trail
     except ProfileError as exc:
         print(f"headunit: profile refused: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -74,11 +73,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 
 def _socket_of(profile_file: str) -> Path:
-    """The control socket of the profile's agent; the account's password is not needed for that."""
+    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
     from agent.profile import load_profile
 
-    environ = {**os.environ, "HEADUNIT_PASSWORD": "unused by headunit contacts"}
-    return socket_path(load_profile(profile_file, environ=environ))
+    return socket_path(load_profile(profile_file, local_only=True))
 
 
 async def _contacts(path: Path, args: argparse.Namespace) -> int:

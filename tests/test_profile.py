@@ -440,3 +440,14 @@ def test_obd_default_paths_are_vss_paths() -> None:
     assert required <= set(OBD_DEFAULT_PATHS)
     assert all(path.startswith("Vehicle.") for path in OBD_DEFAULT_PATHS.values())
     assert OBD_DEFAULT_PATHS[0x0D] == "Vehicle.Speed"
+
+
+def test_local_only_loading_needs_neither_the_password_nor_the_ca_file(tmp_path: Path) -> None:
+    """headunit audit / contacts read local state: a fresh clone without run/ must still work."""
+    profile_file = write(tmp_path, HEADER + '[account]\njid = "car@localhost"\npassword_file = "missing.pw"\n'
+                         'ca_file = "missing/ca.pem"\n[storage]\ndata_dir = "state"\n')
+    with pytest.raises(ProfileError, match="password_file"):
+        load_profile(profile_file, environ={})
+    profile = load_profile(profile_file, environ={}, local_only=True)
+    assert profile.account.jid == "car@localhost" and profile.account.ca_file is None
+    assert profile.storage.data_dir == tmp_path / "state"

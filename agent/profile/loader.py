@@ -94,8 +94,14 @@ _TEMPLATE_SAMPLE: Mapping[str, object] = MappingProxyType({
 })
 
 
-def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Profile:
-    """Read and validate one profile; ``environ`` (default os.environ) overrides the account."""
+def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None,
+                 local_only: bool = False) -> Profile:
+    """Read and validate one profile; ``environ`` (default os.environ) overrides the account.
+
+    ``local_only``: for tools that only read the agent's local state (``headunit audit``,
+    ``headunit contacts``): the account's secrets and CA file are not needed, so they are
+    neither read nor required to exist.
+    """
     file = os.fspath(path)
     absolute = Path(os.path.abspath(file))
     root = Table(file, absolute.parent, read_toml(file))
@@ -104,7 +110,7 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
     meta.only(("name",))
     return Profile(absolute, **present(
         name=meta.text("name", required=True),
-        account=_account(root.section("account"), os.environ if environ is None else environ),
+        account=_account(root.section("account"), os.environ if environ is None else environ, local_only),
         vehicle=_vehicle(root.section("vehicle")),
         policies=_policies(root.section("policies")),
         fleet=_fleet(root.section("fleet")),
@@ -118,15 +124,15 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
     ))
 
 
-def _account(t: Table, environ: Mapping[str, str]) -> AccountConfig:
+def _account(t: Table, environ: Mapping[str, str], local_only: bool = False) -> AccountConfig:
     t.only(_ACCOUNT_KEYS)  # before the environment, so the file's own typos are caught
     t = _with_environment(t, environ)
     return AccountConfig(**present(
         jid=t.text("jid", required=True, what=_JID_WHAT, pattern=_BARE_JID),
-        password=_password(t, environ),
+        password="" if local_only else _password(t, environ),
         host=t.text("host"),
         port=t.integer("port", 1, 65535),
-        ca_file=t.path("ca_file"),
+        ca_file=None if local_only else t.path("ca_file"),
         resource=t.text("resource"),
         tls=t.choice("tls", ("starttls", "direct")),
         pin_sha256=t.strings("pin_sha256", what="base64 of a SHA-256 digest (44 characters)", pattern=_PIN),
