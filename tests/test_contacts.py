@@ -27,36 +27,6 @@ class Seen:
     status: str
 
 
-class Recorder:
-    """Every presence one client receives from one contact."""
-
-    def __init__(self, client: slixmpp.ClientXMPP, contact: str) -> None:
-        self.contact = contact
-        self.seen: list[Seen] = []
-        self._changed = asyncio.Event()
-        client.add_event_handler("presence", self._on_presence)
-
-    def _on_presence(self, presence: Any) -> None:
-        if presence["from"].bare == self.contact:
-            self.seen.append(Seen(presence["type"], presence["status"]))
-            self._changed.set()
-
-    def types(self) -> list[str]:
-        return [s.type for s in self.seen]
-
-    async def wait_for(self, predicate: Callable[[Seen], bool], what: str) -> Seen:
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    for seen in self.seen:
-                        if predicate(seen):
-                            return seen
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"no {what} from {self.contact}; seen: {self.seen}") from None
-
-
 class Signal:
     """Collects a listener's calls and lets a test wait for one matching."""
 
@@ -78,7 +48,27 @@ class Signal:
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
-            raise AssertionError(f"no {what}; calls: {self.calls}") from None
+            raise AssertionError(f"no {what}; seen: {self.calls}") from None
+
+
+class Recorder(Signal):
+    """Every presence one client receives from one contact."""
+
+    def __init__(self, client: slixmpp.ClientXMPP, contact: str) -> None:
+        super().__init__()
+        self.contact = contact
+        client.add_event_handler("presence", self._on_presence)
+
+    @property
+    def seen(self) -> list[Seen]:
+        return self.calls
+
+    def _on_presence(self, presence: Any) -> None:
+        if presence["from"].bare == self.contact:
+            self(Seen(presence["type"], presence["status"]))
+
+    def types(self) -> list[str]:
+        return [s.type for s in self.seen]
 
 
 class Net:
