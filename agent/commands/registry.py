@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from agent import __version__
 from agent.commands import audit as au
@@ -89,6 +89,23 @@ class Interlock(Protocol):
     def check(self, state: VehicleState) -> str | None: ...
 
 
+@runtime_checkable
+class AskingInterlock(Protocol):
+    """An interlock that must wait for an answer (the driver's, on the dashboard).
+
+    It is asked only once every plain :class:`Interlock` agreed, so the driver is never
+    asked about something that would be refused anyway; ``ask`` returns why not, or None.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def ask(self, requester: str, command: Command) -> str | None: ...
+
+
+NOT_ASKED = "not asked: another interlock refused first"
+
+
 @dataclass(frozen=True)
 class SpeedIsZero:
     """The vehicle stands still: ``Vehicle.Speed`` is known, fresh and 0."""
@@ -138,8 +155,10 @@ class Command:
     fields: tuple[Field, ...]
     handler: Handler
     confirm: str | None = None  # a question: the operator must say yes before the handler runs
-    interlocks: tuple[Interlock, ...] = ()
+    interlocks: tuple[Interlock | AskingInterlock, ...] = ()
     description: str = ""
+    # Checks across fields, after each field was validated: {var: error}; any error returns the form.
+    check: Callable[[Mapping[str, FieldValue]], Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if not NODE_RE.fullmatch(self.name):
@@ -343,6 +362,8 @@ class Dispatcher:
     async def _submit_fields(self, session: Session, submitted: Submitted) -> Reply:
         command = session.command
         values, errors = validate(command.fields, submitted)
+        if not errors and command.check is not None:
+            errors = dict(command.check(values))
         if errors:
             await self._record(session.requester, command.name, au.INVALID, describe_errors(errors),
                                redacted(command.fields, values))
@@ -371,8 +392,8 @@ class Dispatcher:
         self.sessions.pop(session.id, None)
         command = session.command
         arguments = redacted(command.fields, session.values)
-        decisions = await self.decide_interlocks(command)
-        refused = [d for d in decisions if not d.ok]
+        decisions = await self.decide_interlocks(command, session.requester)
+        refused = [d for d in decisions if not d.ok and d.reason != NOT_ASKED]
         if refused:
             why = "; ".join(f"interlock '{d.name}' refused: {d.reason}" for d in refused)
             await self._record(session.requester, command.name, au.INTERLOCK, why, arguments, decisions)
@@ -390,21 +411,37 @@ class Dispatcher:
         return Reply(session.id, "completed", _result_form(command, result), result.text,
                      "info" if result.ok else "error")
 
-    async def decide_interlocks(self, command: Command) -> tuple[Decision, ...]:
-        """Ask every interlock (all of them, so the audit shows each decision).
-
-        The hook for interlocks that must wait (the driver's confirmation on the
-        dashboard): they are decided here, just before the handler would run.
-        """
-        decisions = []
+    async def decide_interlocks(self, command: Command,
+                                requester: str = "") -> tuple[Decision, ...]:
+        """Ask every plain interlock (all of them, so the audit shows each decision), then,
+        only if they all agreed, the asking ones (the driver) in order until one refuses."""
+        decisions: list[Decision | None] = []
         for interlock in command.interlocks:
+            if isinstance(interlock, AskingInterlock):
+                decisions.append(None)
+                continue
             try:
                 reason = interlock.check(self.agent.state)
             except Exception:
                 log.exception("interlock %s of %s failed: counted as a refusal", interlock.name, command.name)
                 reason = "the interlock could not be checked"
             decisions.append(Decision(interlock.name, reason is None, reason))
-        return tuple(decisions)
+        refused = any(d is not None and not d.ok for d in decisions)
+        for i, interlock in enumerate(command.interlocks):
+            if decisions[i] is not None:
+                continue
+            if refused:
+                decisions[i] = Decision(interlock.name, False, NOT_ASKED)
+                continue
+            try:
+                assert isinstance(interlock, AskingInterlock)
+                answer = await interlock.ask(requester, command)
+            except Exception:
+                log.exception("interlock %s of %s failed: counted as a refusal", interlock.name, command.name)
+                answer = "the interlock could not be checked"
+            decisions[i] = Decision(interlock.name, answer is None, answer)
+            refused = answer is not None
+        return tuple(d for d in decisions if d is not None)
 
     # -- forms -------------------------------------------------------------------
 

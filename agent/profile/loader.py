@@ -19,6 +19,7 @@ from typing import Any
 from agent.errors import ProfileError
 from agent.profile.model import (
     AccountConfig,
+    CanAction,
     CanConfig,
     FleetConfig,
     GnssConfig,
@@ -33,7 +34,7 @@ from agent.profile.model import (
     SimulationConfig,
     VehicleConfig,
 )
-from agent.profile import sections
+from agent.profile import actions, sections
 from agent.profile.table import Table, field_names, is_int, present, read_toml
 from agent.vehicle.mode import ModeSettings, VehicleMode
 
@@ -66,7 +67,7 @@ _PID_WHAT = 'a PID 0x01..0xFF (an integer or a "0x.." string)'
 _PIN_WHAT = "a BCM pin number 0..53 or a pin name like 'GPIO22' or 'BOARD15'"
 
 _ROOT_KEYS = ("profile", "account", "vehicle", "policies", "fleet", "simulation", "session", "storage",
-              "telemetry", "location", "contacts", "control")
+              "telemetry", "location", "contacts", "control", "camera")
 _PASSWORD_KEYS = ("password_file", "password_env", "password")
 _ACCOUNT_KEYS = ("jid", *_PASSWORD_KEYS, "host", "port", "ca_file", "resource", "tls", "pin_sha256",
                  "allow_plain")
@@ -121,6 +122,7 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
         location=sections.location(root.section("location")),
         contacts=sections.contacts(root.section("contacts")),
         control=sections.control(root.section("control")),
+        camera=sections.camera(root.section("camera")) if root.has("camera") else None,
     ))
 
 
@@ -202,7 +204,15 @@ def _vehicle(t: Table) -> VehicleConfig:
         obd=_obd(t.section("obd")) if t.has("obd") else None,
         gnss=_gnss(t.section("gnss")) if t.has("gnss") else None,
         gpio=_gpio(t.section("gpio")) if t.has("gpio") else None,
+        actions=_actions(t),
     )
+
+
+def _actions(t: Table) -> tuple[CanAction, ...]:
+    found = actions.actions(t)
+    if found and not t.has("can"):
+        t.fail("actions", "a [vehicle.can] section as well: actions are CAN frames to send")
+    return found
 
 
 def _can(t: Table) -> CanConfig:
@@ -228,7 +238,17 @@ def _can(t: Table) -> CanConfig:
         replay_file=t.path("replay_file", required=is_replay, suffixes=_REPLAY_SUFFIXES),
         replay_loop=t.flag("replay_loop"),
         stale_after=t.number("stale_after"),
+        **_can_writing(t, interface),
     ))
+
+
+def _can_writing(t: Table, interface: str) -> dict[str, object]:
+    """``write``, and where frames go: a replay cannot be written to, so it needs a write_interface."""
+    write = t.flag("write")
+    write_interface = t.choice("write_interface", tuple(i for i in _can_interfaces() if i != "replay"))
+    if write and interface == "replay" and write_interface is None:
+        t.fail("write_interface", 'an interface to send on (e.g. "virtual"): a replay cannot be written to')
+    return present(write=write, write_interface=write_interface, write_channel=t.text("write_channel"))
 
 
 def _can_interfaces() -> tuple[str, ...]:

@@ -50,6 +50,35 @@ class CanConfig:
     replay_file: Path | None = None  # interface "replay": a .log/.asc/.blf file
     replay_loop: bool = False
     stale_after: float = 2.0  # s without a frame before CAN values go stale
+    # Sending (vehicle actions). Off unless the profile says so: the agent never writes on the car's bus.
+    write: bool = False
+    write_interface: str | None = None  # None: the bus being read; required when that is a replay
+    write_channel: str | None = None  # None: ``channel``
+
+
+@dataclass(frozen=True)
+class CanFrame:
+    """One frame an action sends, from candump notation ``123#0102`` (3 hex digits: standard id, 8: extended)."""
+
+    arbitration_id: int
+    data: bytes
+    extended: bool = False
+
+
+@dataclass(frozen=True)
+class CanAction:
+    """A vehicle action an operator may run as a command: frames to send, and what must hold first."""
+
+    name: str  # the command's node, e.g. "lock"
+    title: str
+    frames: tuple[CanFrame, ...]
+    gap: float = 0.05  # s between frames
+    confirm: str | None = None  # a yes/no question the operator answers before anything is sent
+    # Interlocks, checked in this order just before sending:
+    speed_zero: bool = True  # Vehicle.Speed is known, fresh and 0
+    modes: tuple[str, ...] = ()  # the vehicle mode is one of these (empty: any)
+    driver_confirms: bool = False  # the driver accepts it on the dashboard
+    driver_timeout: float = 30.0  # s the driver has to answer; no answer is a refusal
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,7 @@ class VehicleConfig:
     obd: ObdConfig | None = None
     gnss: GnssConfig | None = None
     gpio: GpioConfig | None = None
+    actions: tuple[CanAction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +222,18 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """The cabin or road camera: ``photo`` takes stills with it (calls will reuse it)."""
+
+    backend: str  # "file" (JPEG files: tests, the demo) or "v4l2" (a real camera, through ffmpeg)
+    path: Path | None = None  # file: one JPEG or a folder of them (taken in turn)
+    device: str = "/dev/video0"  # v4l2
+    width: int = 1280  # v4l2: the size asked of the device
+    height: int = 720
+    timeout: float = 10.0  # s for one still
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
     # Start the replays only once XMPP is online (or after this many seconds offline),
@@ -214,3 +256,4 @@ class Profile:
     location: LocationConfig = field(default_factory=LocationConfig)
     contacts: ContactsConfig = field(default_factory=ContactsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    camera: CameraConfig | None = None

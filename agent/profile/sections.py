@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from agent.profile.model import (
+    CameraConfig,
     ContactsConfig,
     ControlConfig,
     LocationConfig,
@@ -99,4 +100,28 @@ def contacts(t: Table) -> ContactsConfig:
     return ContactsConfig(**present(
         unknown=t.choice("unknown", ("pending", "refuse")),
         operator_group=t.text("operator_group"),
+    ))
+
+
+def camera(t: Table) -> CameraConfig:
+    t.only(field_names(CameraConfig))
+    backend = t.choice("backend", ("file", "v4l2"), required=True)
+    for key in ("device", "width", "height"):
+        if t.has(key) and backend != "v4l2":
+            t.fail(key, 'backend = "v4l2" (the file backend does not read it)', t.data[key])
+    if t.has("path") and backend != "file":
+        t.fail("path", 'backend = "file" (the v4l2 backend reads device)', t.data["path"])
+    path = None
+    if backend == "file":
+        raw = t.text("path", required=True, what="a JPEG file or a folder of them")
+        path = Path(os.path.normpath(t.base / (raw or "")))
+        if not path.exists():
+            t.fail("path", "a JPEG file or a folder of them that exists", str(path))
+    return CameraConfig(**present(
+        backend=backend,
+        path=path,
+        device=t.text("device", what="a V4L2 device like /dev/video0"),
+        width=t.integer("width", 16, 7680),
+        height=t.integer("height", 16, 4320),
+        timeout=t.number("timeout"),
     ))
