@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from agent.commands.audit import AuditLog, read_file_tail
 from agent.commands.builtin import builtin_registry
-from agent.commands.forms import Field, validate
-from agent.commands.registry import AgentFacade, Dispatcher, ModeIs, RateLimiter, Refused, SpeedIsZero
+from agent.commands.forms import Field, FieldValue, validate
+from agent.commands.registry import (
+    NOT_ASKED,
+    AgentFacade,
+    Command,
+    CommandContext,
+    Dispatcher,
+    ModeIs,
+    RateLimiter,
+    Refused,
+    Registry,
+    Result,
+    SpeedIsZero,
+)
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 
@@ -109,3 +121,69 @@ async def test_headunit_audit_prints_the_tail(tmp_path: Path, monkeypatch: pytes
     assert len(lines) == 2
     assert "ops@fleet.example/laptop  status  ok" in lines[0]
     assert "mallory@evil.example/x  status  forbidden" in lines[1]
+
+
+class Asker:
+    """An asking interlock (like the driver's confirmation) that records whether it was asked."""
+
+    def __init__(self, answer: str | None) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str]] = []
+
+    @property
+    def name(self) -> str:
+        return "driver confirms"
+
+    async def ask(self, requester: str, command: Command) -> str | None:
+        self.asked.append((requester, command.name))
+        return self.answer
+
+
+async def done(ctx: CommandContext) -> Result:
+    return Result("done")
+
+
+def guarded(asker: Asker) -> Registry:
+    return Registry([Command("open", "Open", (), done, interlocks=(asker, SpeedIsZero()))])
+
+
+async def test_asking_interlock_is_asked_only_when_the_others_agree(audit: AuditLog) -> None:
+    state = VehicleState()
+    state.update(paths.SPEED, 30.0, "can")
+    asker = Asker(None)
+    desk = Dispatcher(guarded(asker), ["@fleet.example"], audit, AgentFacade(state), is_operator=is_operator)
+    reply = await desk.handle(OPERATOR, "open", "execute", None, None)
+    assert "speed is zero" in reply.note and "driver" not in reply.note, reply.note
+    assert asker.asked == [], "the driver is not bothered with what is refused anyway"
+    state.update(paths.SPEED, 0, "can")
+    reply = await desk.handle(OPERATOR, "open", "execute", None, None)
+    assert reply.note == "done" and asker.asked == [(OPERATOR, "open")]
+    entries = await audit.tail(2)
+    assert [(d.name, d.ok) for d in entries[0].interlocks] == [("driver confirms", False), ("speed is zero", False)]
+    assert entries[0].interlocks[0].reason == NOT_ASKED
+    assert [(d.name, d.ok) for d in entries[1].interlocks] == [("driver confirms", True), ("speed is zero", True)]
+
+
+async def test_asking_interlock_refusal_is_named(audit: AuditLog) -> None:
+    state = VehicleState()
+    state.update(paths.SPEED, 0, "can")
+    desk = Dispatcher(guarded(Asker("the driver declined")), ["@fleet.example"], audit, AgentFacade(state),
+                      is_operator=is_operator)
+    reply = await desk.handle(OPERATOR, "open", "execute", None, None)
+    assert reply.note == "Not done: interlock 'driver confirms' refused: the driver declined."
+    assert (await audit.tail(1))[0].result == "interlock"
+
+
+async def test_cross_field_check_returns_the_form(audit: AuditLog) -> None:
+    def needs_one(values: Mapping[str, FieldValue]) -> dict[str, str]:
+        return {} if values.get("a") or values.get("b") else {"a": "A or B: give one of them"}
+
+    command = Command("pick", "Pick", (Field("a", "A"), Field("b", "B")), done, check=needs_one)
+    desk = Dispatcher(Registry([command]), ["@fleet.example"], audit, AgentFacade(VehicleState()),
+                      is_operator=is_operator)
+    first = await desk.handle(OPERATOR, "pick", "execute", None, None)
+    again = await desk.handle(OPERATOR, "pick", "complete", first.sessionid, {"a": [""], "b": [""]})
+    assert again.status == "executing" and again.form is not None
+    assert again.form.errors == {"a": "A or B: give one of them"}
+    finished = await desk.handle(OPERATOR, "pick", "complete", first.sessionid, {"b": ["x"]})
+    assert finished.status == "completed" and finished.note == "done"
