@@ -17,6 +17,8 @@ _MODES = tuple(mode.value for mode in VehicleMode)
 RESERVED_NAMES = frozenset({"status", "locate", "telemetry", "audit-tail", "restart-agent", "reboot-board",
                             "call-me", "photo", "logs", "message-driver"})
 MAX_FRAMES = 16
+MAX_GAP = 10.0  # s between two frames of one action
+MAX_DRIVER_TIMEOUT = 300.0  # s the driver may take to answer
 
 
 def parse_frame(text: str) -> CanFrame | None:
@@ -50,16 +52,22 @@ def _action(t: Table) -> CanAction:
         t.fail("name", f"a name not used by the agent's own commands ({', '.join(sorted(RESERVED_NAMES))})",
                name)
     modes = t.strings("modes", what="a vehicle mode: " + ", ".join(_MODES), pattern=re.compile("|".join(_MODES)))
+    gap = t.number("gap", ">= 0")
+    if gap is not None and gap > MAX_GAP:
+        t.fail("gap", f"a number of seconds 0..{MAX_GAP:g} (the sender is held for the whole gap)", gap)
+    driver_timeout = t.number("driver_timeout")
+    if driver_timeout is not None and driver_timeout > MAX_DRIVER_TIMEOUT:
+        t.fail("driver_timeout", f"a number of seconds up to {MAX_DRIVER_TIMEOUT:g}", driver_timeout)
     return CanAction(**present(
         name=name,
         title=t.text("title") or name,
         frames=_frames(t),
-        gap=t.number("gap", ">= 0"),
+        gap=gap,
         confirm=t.text("confirm", what="a yes/no question for the operator"),
         speed_zero=t.flag("speed_zero"),
         modes=modes,
         driver_confirms=t.flag("driver_confirms"),
-        driver_timeout=t.number("driver_timeout"),
+        driver_timeout=driver_timeout,
     ))
 
 
