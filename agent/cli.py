@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import __version__, cli_audit, cli_control
+from agent import __version__, cli_audit, cli_control, cli_driver
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("profile", help="the profile TOML file")
     cli_control.add_parsers(commands)
     cli_audit.add_parsers(commands)
+    cli_driver.add_parsers(commands)
     return parser
 
 
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_control.main(args)
     if args.command in cli_audit.COMMANDS:
         return cli_audit.main(args)
+    if args.command in cli_driver.COMMANDS:
+        return cli_driver.main(args)
     from agent.profile import load_profile
 
     try:

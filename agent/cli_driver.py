@@ -1,0 +1,164 @@
+"""``headunit driver``: the driver's side of operators' messages and questions, until the dashboard exists.
+
+Asks the running agent on its control socket (``driver.*`` handlers of
+:mod:`agent.cabin.control`), like ``headunit contacts`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.cli_control import EXIT_FAILED, EXIT_NO_AGENT, EXIT_USAGE, table
+from agent.control import AgentNotRunning, ControlClient, ControlError, socket_path
+from agent.errors import ProfileError
+
+COMMANDS = ("driver",)
+ACTIONS = ("ack", "accept", "decline")
+TEXT_WIDTH = 60  # characters of a message or question shown in a table row
+
+EPILOG = """\
+examples:
+  headunit driver car.toml               questions and messages waiting for the driver
+  headunit driver car.toml --recent      the latest messages, answered or not
+  headunit driver car.toml ack 12        acknowledge message 12 (its sender is told)
+  headunit driver car.toml accept 3fa9c2 accept question 3fa9c2 (the command goes ahead)
+  headunit driver car.toml decline 3fa9c2
+
+A question waits only a short time (the profile's driver_timeout, 30 s by default);
+no answer counts as a refusal. Talks to the agent running on PROFILE through its
+control socket; run it as the agent's user. Exit status: 0 done, 1 the agent
+refused, 2 bad arguments or profile, 3 no agent running."""
+
+
+def add_parsers(commands: Any) -> None:
+    """Add ``driver`` to the ``headunit`` sub-command parsers."""
+    driver = commands.add_parser(
+        "driver", help="answer operators' messages and questions for the driver (asks the running agent)",
+        description="List what waits for the driver, or acknowledge a message, accept or decline a question.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    driver.add_argument("profile", help="the profile TOML file the agent runs on")
+    driver.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION",
+                        help="ack (a message), accept or decline (a question) ID")
+    driver.add_argument("id", nargs="?", metavar="ID", help="the message number or question id, as listed")
+    driver.add_argument("--recent", action="store_true", help="list the latest messages, answered or not")
+    driver.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``headunit driver``; returns the exit status."""
+    problem = _usage_problem(args)
+    if problem:
+        print(f"headunit driver: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = _socket_of(args.profile)
+    except ProfileError as exc:
+        print(f"headunit: profile refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_driver(path, args))
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    if args.action and not args.id:
+        return f"{args.action} needs an ID (from `headunit driver PROFILE`)"
+    if args.action and args.recent:
+        return f"--recent lists messages; it does not go with {args.action}"
+    return None
+
+
+def _socket_of(profile_file: str) -> Path:
+    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
+    from agent.profile import load_profile
+
+    return socket_path(load_profile(profile_file, local_only=True))
+
+
+async def _driver(path: Path, args: argparse.Namespace) -> int:
+    try:
+        async with ControlClient(path) as client:
+            result = await _call(client, args)
+    except AgentNotRunning as exc:
+        print(f"headunit: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    except ControlError as exc:
+        print(f"headunit: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else _for_people(args, result))
+    return 0
+
+
+async def _call(client: ControlClient, args: argparse.Namespace) -> object:
+    if args.action == "ack":
+        return await client.call("driver.ack", id=args.id)
+    if args.action in ("accept", "decline"):
+        return await client.call("driver.answer", id=args.id, accept=args.action == "accept")
+    if args.recent:
+        return await client.call("driver.notices", limit=20)
+    return await client.call("driver.pending")
+
+
+def _for_people(args: argparse.Namespace, result: Any) -> str:
+    if args.action == "ack":
+        return f"acknowledged message {result['id']} from {result['sender']}: they are told"
+    if args.action:
+        verb = "accepted" if result.get("accepted") else "declined"
+        return f"{verb} question {result['id']} from {result['requester']}: {result['question']}"
+    return notices_table(result) if args.recent else pending_tables(result)
+
+
+def pending_tables(pending: Any) -> str:
+    """The agent's ``driver.pending`` result for people: open questions, then messages to acknowledge."""
+    questions, notices = pending.get("questions") or [], pending.get("notices") or []
+    if not questions and not notices:
+        return "nothing waits for the driver"
+    parts = []
+    if questions:
+        rows = [[q["id"], _seconds_left(q.get("expires")), q["requester"], _cut(q["question"])]
+                for q in questions]
+        parts.append("Questions (accept ID or decline ID):\n" + table(["ID", "LEFT", "FROM", "QUESTION"], rows))
+    if notices:
+        rows = [[str(n["id"]), _local_time(n.get("created")), n["sender"], _cut(n["text"])] for n in notices]
+        parts.append("Messages to acknowledge (ack ID):\n" + table(["ID", "SINCE", "FROM", "MESSAGE"], rows))
+    return "\n\n".join(parts)
+
+
+def notices_table(notices: Any) -> str:
+    """The agent's ``driver.notices`` result for people."""
+    if not notices:
+        return "no messages for the driver"
+    rows = [[str(n["id"]), _local_time(n.get("created")), n["sender"], _ack_state(n), _cut(n["text"])]
+            for n in notices]
+    return table(["ID", "SENT", "FROM", "ACKNOWLEDGED", "MESSAGE"], rows)
+
+
+def _ack_state(notice: Any) -> str:
+    if not notice.get("ack_required"):
+        return "-"
+    at = notice.get("acknowledged_at")
+    return _local_time(at) if at is not None else "waiting"
+
+
+def _cut(text: str) -> str:
+    one_line = " ".join(str(text).split())
+    return one_line if len(one_line) <= TEXT_WIDTH else one_line[:TEXT_WIDTH - 1] + "…"
+
+
+def _seconds_left(expires: Any) -> str:
+    try:
+        return f"{max(0.0, float(expires) - time.time()):.0f} s"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _local_time(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch)).astimezone().strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
