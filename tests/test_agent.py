@@ -7,16 +7,14 @@ import dataclasses
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from agent.app import Agent
-from agent.profile import load_profile
-from agent.profile.model import GnssConfig, Profile, StorageConfig
+from agent.profile.model import GnssConfig
 from agent.vehicle import paths
-from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
+from tests.harness.agentproc import REPO, AgentProcess, demo_profile, wait_until
 from tests.harness.prosody import AccountFactory, ServerInfo
 
 
@@ -40,20 +38,6 @@ def test_check_accepts_a_good_profile_and_refuses_a_bad_one_with_file_and_key(tm
     refused = headunit("check", str(bad), env=env)
     assert refused.returncode == 2
     assert "car.toml" in refused.stderr and "account.port" in refused.stderr and "99999" in refused.stderr
-
-
-def demo_profile(server: ServerInfo, jid: str, password: str) -> Profile:
-    profile = load_profile(DEMO_PROFILE, environ={
-        "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password, "HEADUNIT_HOST": server.host,
-        "HEADUNIT_PORT": str(server.port), "HEADUNIT_CA_FILE": str(server.ca_file)})
-    state = Path(tempfile.mkdtemp(prefix="hu-test-"))  # short: UNIX socket paths are limited
-    return dataclasses.replace(profile, storage=StorageConfig(state))
-
-
-async def wait_until(predicate: object, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
 
 
 async def test_the_agent_fills_the_state_from_can_and_gnss_and_stops_in_order(

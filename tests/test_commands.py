@@ -187,3 +187,27 @@ async def test_cross_field_check_returns_the_form(audit: AuditLog) -> None:
     assert again.form.errors == {"a": "A or B: give one of them"}
     finished = await desk.handle(OPERATOR, "pick", "complete", first.sessionid, {"b": ["x"]})
     assert finished.status == "completed" and finished.note == "done"
+
+
+@pytest.mark.parametrize(("speed", "ignition", "refusal"), [
+    (0.0, "LOCK", None),  # switched off standing still: its bus sleeps, it cannot drive off unseen
+    (0.0, "OFF", None),
+    (0.0, "ON", "stale and the ignition was not off"),  # the bus went quiet at a red light
+    (0.0, None, "stale and the ignition was not off"),
+    (40.0, "LOCK", "last seen moving (40.0 km/h)"),  # the bus died while moving
+])
+def test_a_stale_speed_counts_as_zero_only_when_the_car_was_switched_off(
+        speed: float, ignition: str | None, refusal: str | None) -> None:
+    now = [0.0]
+    state = VehicleState(clock=lambda: now[0])
+    state.set_stale_after("can", 2.0)
+    state.update(paths.SPEED, speed, "can")
+    if ignition is not None:
+        state.update(paths.LOW_VOLTAGE_STATE, ignition, "can")
+    now[0] = 10.0
+    assert set(state.expire()) >= {paths.SPEED}
+    reason = SpeedIsZero().check(state)
+    if refusal is None:
+        assert reason is None
+    else:
+        assert reason is not None and refusal in reason, reason

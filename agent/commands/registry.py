@@ -108,7 +108,12 @@ NOT_ASKED = "not asked: another interlock refused first"
 
 @dataclass(frozen=True)
 class SpeedIsZero:
-    """The vehicle stands still: ``Vehicle.Speed`` is known, fresh and 0."""
+    """The vehicle stands still: ``Vehicle.Speed`` is known and 0.
+
+    A stale 0 counts only when the car was switched off (last ignition reading LOCK or
+    OFF): a parked car's bus goes quiet, and it cannot drive off without waking it. A
+    bus that went quiet at a red light (ignition ON) or while moving is refused.
+    """
 
     @property
     def name(self) -> str:
@@ -118,11 +123,17 @@ class SpeedIsZero:
         reading = state.get(paths.SPEED)
         if reading is None:
             return "the vehicle speed is unknown"
-        if reading.is_stale:
-            return "the vehicle speed reading is stale"
         if not isinstance(reading.value, (int, float)) or reading.value != 0:
-            return f"the vehicle is moving ({reading.value} km/h)"
+            return (f"the vehicle was last seen moving ({reading.value} km/h) and its speed is no longer"
+                    " known" if reading.is_stale else f"the vehicle is moving ({reading.value} km/h)")
+        if reading.is_stale:
+            ignition = state.get(paths.LOW_VOLTAGE_STATE)  # stale or not: the last one seen
+            if ignition is None or ignition.value not in SWITCHED_OFF:
+                return "the vehicle speed reading is stale and the ignition was not off"
         return None
+
+
+SWITCHED_OFF = frozenset({"LOCK", "OFF"})  # Vehicle.LowVoltageSystemState values of a switched-off car
 
 
 class ModeIs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,16 +12,35 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import slixmpp
 
+from agent.profile import load_profile
+from agent.profile.model import Profile, StorageConfig
 from tests.harness.clients import close_client, log_in, verified_client
 from tests.harness.prosody import ServerInfo
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PROFILE = REPO / "profiles" / "demo.toml"
+
+
+def demo_profile(server: ServerInfo, jid: str, password: str, *, path: Path = DEMO_PROFILE) -> Profile:
+    """The demo profile for an in-process Agent: this account and server, a fresh state folder."""
+    profile = load_profile(path, environ={
+        "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password, "HEADUNIT_HOST": server.host,
+        "HEADUNIT_PORT": str(server.port), "HEADUNIT_CA_FILE": str(server.ca_file)})
+    state = Path(tempfile.mkdtemp(prefix="hu-test-"))  # short: UNIX socket paths are limited
+    return dataclasses.replace(profile, storage=StorageConfig(state))
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float) -> None:
+    """Poll ``predicate`` until it is true; TimeoutError after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 class AgentProcess:
