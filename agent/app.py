@@ -14,12 +14,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from agent import __version__
+from agent.cabin import DriverPrompts, acknowledgement_sender, cabin_control_handlers
 from agent.clock import Clock
 from agent.commands.audit import AuditLog
 from agent.commands.builtin import builtin_registry
-from agent.commands.registry import AgentFacade
+from agent.commands.actions import action_commands, sender_for
+from agent.commands.driver import DriverConfirms, message_driver_command
+from agent.commands.media import camera_factory, logs_command, photo_command
+from agent.commands.registry import AgentFacade, Registry
+from agent.commands.telemetry import telemetry_command
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
 from agent.errors import AgentStartError, AgentTimeout
+from agent.logbook import Logbook, LogbookError
 from agent.messages import MessageStore
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
@@ -37,6 +44,7 @@ from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
 from agent.xmpp.contacts import ContactsPolicy, control_handlers
 from agent.xmpp.location import LocationPublisher
+from agent.xmpp.upload import HttpUploader
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -67,27 +75,47 @@ class Agent:
             self.state, profile.telemetry, self.xmpp.client, profile.account.jid, self.data_dir, self.clock,
             lambda: self.xmpp.wait_online(3600), operators=profile.fleet.operators,
         ) if profile.telemetry.service else None
-        self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
-                                     control_handlers(self.contacts))
+        vehicle = profile.vehicle
+        self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
+                           speed=self.clock.speed) if vehicle.can else None
+        self.gnss = GnssFeed(self.state, vehicle.gnss, speed=self.clock.speed) if vehicle.gnss else None
         self.audit = AuditLog.in_dir(self.data_dir)
-        self.commands = AdHocService(self.xmpp.client, builtin_registry(), profile.fleet.operators, self.audit,
-                                     AgentFacade(self.state, telemetry=profile.telemetry, audit=self.audit,
+        self.prompts = DriverPrompts.in_dir(self.data_dir, on_acknowledged=acknowledgement_sender(self.chat))
+        self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
+                                     {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts)})
+        self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
+        self.uploader = HttpUploader(self.xmpp.client, ca_file=profile.account.ca_file)
+        self.can_sender = sender_for(profile.vehicle.can, self.can.port if self.can is not None else None)
+        self.commands = AdHocService(self.xmpp.client, self._registry(), profile.fleet.operators, self.audit,
+                                     AgentFacade(self.state, audit=self.audit,
                                                  restart=self._schedule_restart, connection=self._connection))
         self.exit_code = 0
         self._stop_requested: asyncio.Event | None = None
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
                                        moving_speed=profile.policies.mode.moving_speed)
-        vehicle = profile.vehicle
-        self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
-                           speed=self.clock.speed) if vehicle.can else None
-        self.gnss = GnssFeed(self.state, vehicle.gnss, speed=self.clock.speed) if vehicle.gnss else None
         self.gpio: GpioBoard | None = None
         self.started_at: float | None = None
         self.online_at: float | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self.xmpp.when_online.append(self._on_online)
         self.xmpp.when_offline.append(self._on_offline)
+
+    def _registry(self) -> Registry:
+        """The commands operators may run: the agent's own, then the profile's vehicle actions."""
+        registry = builtin_registry()
+        registry.add(telemetry_command(self.telemetry, self.profile.telemetry))
+        registry.add(message_driver_command(self.prompts))
+        registry.add(photo_command(camera_factory(self.profile.camera), self.uploader))
+        registry.add(logs_command(self.logbook, self.uploader, extra=self._status_text))
+        vehicle = self.profile.vehicle
+        for command in action_commands(vehicle.can, vehicle.actions, self.can_sender,
+                                       lambda action: DriverConfirms(self.prompts, action.driver_timeout)):
+            try:
+                registry.add(command)
+            except ValueError as exc:
+                raise AgentStartError(f"vehicle action {command.name}: {exc}") from exc
+        return registry
 
     async def start(self) -> None:
         self.started_at = time.monotonic()
@@ -99,6 +127,12 @@ class Agent:
             await self.control.start()
         except ControlStartError as exc:
             raise AgentStartError(f"cannot serve the local control socket: {exc}") from exc
+        try:  # only now: a second agent on this folder was refused above, before touching its log
+            self.logbook.install()
+        except LogbookError as exc:
+            log.warning("the agent's own log file is not kept (the logs command has less to send): %s", exc)
+        if self.can_sender is not None:
+            await self.can_sender.start()
         self.mode.start()
         self.presence.start()
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
@@ -138,6 +172,8 @@ class Agent:
     async def stop(self) -> None:
         """Stop in stages; each stage has its own timeout so a stuck part cannot hold the rest."""
         log.info("stopping")
+        if self.can_sender is not None:
+            await self.can_sender.stop()
         await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
         if self.gpio is not None:
             self.gpio.stop()
@@ -157,10 +193,12 @@ class Agent:
         await self.xmpp.stop(timeout=2.0)
         self.contacts.stop()
         self.messages.close()
-        self.audit.close()
         await self.control.stop()
+        self.audit.close()
+        self.prompts.close()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
+        self.logbook.uninstall()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop_requested = stop
@@ -202,6 +240,18 @@ class Agent:
                 self._stop_requested.set()
 
         asyncio.get_running_loop().call_later(1.0, restart)
+
+    def _status_text(self) -> dict[str, str]:
+        """What the logs bundle carries besides the logs: the agent and its state now."""
+        lines = [f"profile: {self.profile.name} ({self.profile.file.name})", f"agent: {__version__}",
+                 f"connection: {self._connection()}"]
+        if self.started_at is not None:
+            lines.append(f"uptime: {time.monotonic() - self.started_at:.0f} s")
+        if self.telemetry is not None:
+            lines.append(f"telemetry queued: {self.telemetry.pending}")
+        lines += [f"{path} = {r.value!r}{' (stale)' if r.is_stale else ''}"
+                  for path, r in sorted(self.state.snapshot().items())]
+        return {"status.txt": "\n".join(lines) + "\n"}
 
     def _connection(self) -> str:
         if self.xmpp.is_online:

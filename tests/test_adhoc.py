@@ -88,7 +88,7 @@ async def test_operator_lists_every_command_stranger_none(rig: Rig) -> None:
         listed = await rig.operator.plugin["xep_0050"].get_commands(rig.car_jid)
         hidden = await rig.stranger.plugin["xep_0050"].get_commands(rig.car_jid)
     nodes = {item[1] for item in listed["disco_items"]["items"]}
-    assert nodes == {"status", "locate", "telemetry", "audit-tail", "restart-agent", "reboot-board", "call-me"}
+    assert nodes == {"status", "locate", "audit-tail", "restart-agent", "reboot-board", "call-me"}
     assert list(hidden["disco_items"]["items"]) == []
     assert (str(rig.stranger.boundjid.bare), "", "forbidden") in await rig.results()
 
@@ -187,11 +187,6 @@ async def test_reboot_refused_by_interlock_while_moving(rig: Rig) -> None:
 async def test_call_me_says_calls_are_not_available(rig: Rig) -> None:
     reply = await rig.run(rig.operator, "call-me")
     assert "not available" in reply["command"]["notes"][0][1]
-
-
-async def test_telemetry_lists_rules_or_says_off(rig: Rig) -> None:
-    reply = await rig.run(rig.operator, "telemetry")
-    assert "off" in reply["command"]["notes"][0][1]
 
 
 async def test_idle_session_times_out(rig: Rig) -> None:

@@ -1,4 +1,6 @@
-"""The first commands: status, locate, telemetry, audit-tail, restart-agent, reboot-board, call-me."""
+"""The agent's own commands that need nothing but the facade: status, locate, audit-tail,
+restart-agent, reboot-board, call-me. The others (telemetry, message-driver, photo, logs, vehicle
+actions) are built next to what they use and added by the agent."""
 
 from __future__ import annotations
 
@@ -21,8 +23,6 @@ def builtin_commands() -> list[Command]:
                 description="Mode, speed, position, fuel, doors, connection, agent version and uptime."),
         Command("locate", "Locate the vehicle", (), locate,
                 description="Position, heading, speed and fix, with map links."),
-        Command("telemetry", "Telemetry rules", (), telemetry,
-                description="The VSS paths sampled for the fleet, and how often."),
         Command("audit-tail", "Command audit trail", (
             Field("count", "Entries", "int", default=20, min=1, max=200),), audit_tail,
             description="The latest command attempts on this car."),
@@ -80,14 +80,6 @@ async def locate(ctx: CommandContext) -> Result:
         ("geo URI", geo),
     )
     return Result(f"The car is at {lat:.6f}, {lon:.6f} ({fix}): {osm}", rows)
-
-
-async def telemetry(ctx: CommandContext) -> Result:
-    config = ctx.agent.telemetry
-    if config is None or config.service is None:
-        return Result("Telemetry is off in this car's profile.", ok=True)
-    rows = tuple((rule.path, _rule(rule.every, rule.change, rule.min_interval)) for rule in config.rules)
-    return Result(f"{len(rows)} telemetry rules, published to {config.node} on {config.service}.", rows)
 
 
 async def audit_tail(ctx: CommandContext) -> Result:
@@ -165,13 +157,3 @@ def _age(timestamp: float) -> str:
 
 def _clock(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-
-
-def _rule(every: float | None, change: float | None, min_interval: float) -> str:
-    parts = []
-    if every is not None:
-        parts.append(f"every {every:g} s")
-    if change is not None:
-        parts.append(f"on a change of {change:g}")
-    parts.append(f"at most every {min_interval:g} s")
-    return ", ".join(parts)

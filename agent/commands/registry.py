@@ -24,7 +24,6 @@ from agent import __version__
 from agent.commands import audit as au
 from agent.commands.audit import AuditEntry, AuditLog, Decision
 from agent.commands.forms import Field, FieldValue, FormView, describe_errors, redacted, validate
-from agent.profile.model import TelemetryConfig
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 
@@ -53,7 +52,6 @@ class AgentFacade:
     state: VehicleState
     version: str = __version__
     started: float = field(default_factory=time.monotonic)  # monotonic clock at agent start
-    telemetry: TelemetryConfig | None = None
     audit: AuditLog | None = None
     restart: Callable[[], None] | None = None
     reboot: Callable[[], None] | None = None

@@ -18,7 +18,7 @@ from agent.profile.model import (
 )
 from agent.profile.table import Table, field_names, present
 
-_VSS_OR_OWN_PATH = re.compile(r"(Vehicle|Headunit)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+VSS_OR_OWN_PATH = re.compile(r"(Vehicle|Headunit)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 _SERVICE = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 
 
@@ -76,7 +76,7 @@ def telemetry(t: Table) -> TelemetryConfig:
 
 def _rule(t: Table) -> TelemetryRule:
     t.only(field_names(TelemetryRule))
-    path = t.text("path", required=True, what="a VSS path like Vehicle.Speed", pattern=_VSS_OR_OWN_PATH)
+    path = t.text("path", required=True, what="a VSS path like Vehicle.Speed", pattern=VSS_OR_OWN_PATH)
     every, change = t.number("every"), t.number("change", ">= 0")
     if every is None and change is None:
         t.fail("", "every (seconds), change (threshold) or both")

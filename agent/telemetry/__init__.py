@@ -11,6 +11,11 @@ Lifecycle, as the agent wires it: ``start()`` with the inputs; ``run()`` under
 the supervisor (it needs the XMPP client, not a session: it waits for
 ``wait_online`` itself); at shutdown ``flush(timeout)`` while still online, then
 cancel ``run()``, then ``await stop()``.
+
+The rules in force are the profile's with the operators' changes laid over them
+(``overrides``, kept in their own SQLite file): ``set_rule``, ``remove_rule`` and
+``reset_rules`` commit a change, then the policy samples by it at once; samples
+already taken stay queued whatever the rules become.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from agent.clock import Clock
-from agent.profile.model import TelemetryConfig
+from agent.profile.model import TelemetryConfig, TelemetryRule
+from agent.telemetry.overrides import Origin, RuleError, RuleOverrides
 from agent.telemetry.queue import Sample, TelemetryQueue
 from agent.telemetry.rules import TelemetryPolicy
 from agent.telemetry.sender import TelemetrySender
@@ -31,9 +37,10 @@ from agent.xmpp.pubsub import Client, TelemetryPublisher, node_name
 log = logging.getLogger(__name__)
 
 DB_NAME = "telemetry.db"
+RULES_DB_NAME = "telemetry-rules.db"  # the operators' changes: apart from the samples, as a setting
 PRUNE_EVERY = 3600.0  # s between deletions of acknowledged samples past their retention
 
-__all__ = ["Telemetry", "Sample"]
+__all__ = ["Telemetry", "Sample", "Origin", "RuleError"]
 
 
 class Telemetry:
@@ -45,18 +52,64 @@ class Telemetry:
         if config.service is None:
             raise ValueError("telemetry needs a PubSub service (telemetry.service in the profile)")
         self.queue = TelemetryQueue(data_dir / DB_NAME, retention=config.retention)
+        try:
+            self.overrides = RuleOverrides(config.rules, data_dir / RULES_DB_NAME)
+        except BaseException:
+            self.queue.close()
+            raise
         self.publisher = TelemetryPublisher(client, config.service, node_name(config.node, car_jid),
                                             members=operators)
         self.sender = TelemetrySender(self.queue, self.publisher, batch_max=config.batch_max,
                                       batch_delay=clock.real_delay(config.batch_delay), wait_online=wait_online)
-        self.policy = TelemetryPolicy(state, config.rules, clock, self._take)
+        self.policy = TelemetryPolicy(state, self.overrides.effective, clock, self._take)
         self._buffer: list[Sample] = []
+        self._recording = 0  # samples taken from the buffer whose commit has not returned yet
         self._writer: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         """Samples taken and not yet acknowledged by the fleet's service."""
-        return self.queue.pending() + len(self._buffer)
+        return self.queue.pending() + self._recording + len(self._buffer)
+
+    # -- the rules ------------------------------------------------------------------
+
+    @property
+    def rules(self) -> tuple[TelemetryRule, ...]:
+        """The rules in force: the profile's, as the operators changed them."""
+        return self.overrides.effective
+
+    @property
+    def removed_rules(self) -> tuple[TelemetryRule, ...]:
+        """The profile's rules an operator switched off (``reset_rules`` brings them back)."""
+        return self.overrides.removed
+
+    def origin(self, path: str) -> Origin | None:
+        """Where the rule in force for ``path`` comes from, "profile" or "operator"; None: no rule."""
+        return self.overrides.origin(path)
+
+    async def set_rule(self, rule: TelemetryRule) -> None:
+        """Replace or add the rule for ``rule.path``, durably and at once; ``RuleError`` if unacceptable."""
+        await self.overrides.set(rule)
+        self._apply(f"rule for {rule.path} set")
+
+    async def remove_rule(self, path: str) -> bool:
+        """Stop sampling ``path``, durably and at once; False if no rule was in force for it."""
+        if not await self.overrides.remove(path):
+            return False
+        self._apply(f"rule for {path} removed")
+        return True
+
+    async def reset_rules(self) -> int:
+        """Forget every operator change: the profile's rules again. Returns how many changes were forgotten."""
+        forgotten = await self.overrides.reset()
+        self._apply(f"{forgotten} operator changes forgotten, the profile's rules apply")
+        return forgotten
+
+    def _apply(self, what: str) -> None:
+        self.policy.replace_rules(self.overrides.effective)
+        log.info("telemetry: %s (%d rules in force)", what, len(self.overrides.effective))
+
+    # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         """Start sampling the vehicle state."""
@@ -78,6 +131,7 @@ class Telemetry:
         self.policy.stop()
         await self._drain()
         self.queue.close()
+        self.overrides.close()
 
     # -- policy → queue ----------------------------------------------------------
 
@@ -90,10 +144,13 @@ class Telemetry:
     async def _write(self) -> None:
         while self._buffer:
             samples, self._buffer = self._buffer, []
+            self._recording = len(samples)
             try:
                 await self.queue.record(samples)
             except Exception:
                 log.exception("telemetry: %d samples could not be stored and are lost", len(samples))
+            finally:
+                self._recording = 0
 
     async def _drain(self) -> None:
         if self._writer is not None:

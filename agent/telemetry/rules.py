@@ -12,7 +12,9 @@ timestamp of that latest change (it is what the car knows now; the fleet
 wanted at most one sample per interval); if the value comes back within the
 threshold of the last sample meanwhile, nothing is sent. Stale values are never
 sampled, not even by the heartbeat. Every timer runs in vehicle time
-(``Clock``), so a replay at 10x samples the same drive.
+(``Clock``), so a replay at 10x samples the same drive. The rules can be
+replaced while sampling (an operator's change, ``replace_rules``): each path
+keeps what it remembers and is judged by its new rule at once.
 """
 
 from __future__ import annotations
@@ -81,6 +83,33 @@ class TelemetryPolicy:
             if reading is not None and not reading.is_stale:
                 self._consider(rule, reading)
 
+    def replace_rules(self, rules: Sequence[TelemetryRule]) -> None:
+        """Sample by ``rules`` from now on, without a restart.
+
+        A path that keeps a rule keeps its history (last sample, a change held back),
+        judged by its new rule at once; a new path's current value is sampled as its
+        baseline; a path without a rule any more is no longer sampled (a change it held
+        back is dropped, as the operator no longer wants it).
+        """
+        wanted = {rule.path: rule for rule in rules}
+        old, self._rules = self._rules, {}
+        for path, rule in wanted.items():
+            kept = old.pop(path, None)
+            self._rules[path] = kept if kept is not None else _RuleState(rule)
+        for gone in old.values():
+            gone.cancel()
+            gone.waiting = None
+        if self._unsubscribe is None:  # not started: start() samples what is known
+            for path, rule in wanted.items():
+                self._rules[path].rule = rule
+            return
+        self._unsubscribe()
+        self._unsubscribe = self._state.listen(self._on_event, list(self._rules))
+        for path, rule in wanted.items():
+            state = self._rules[path]
+            if state.rule != rule or state.last_at is None:
+                self._retarget(state, rule)
+
     def stop(self) -> None:
         """Stop listening and cancel every timer; idempotent. A change held back is dropped."""
         if self._unsubscribe is not None:
@@ -110,6 +139,17 @@ class TelemetryPolicy:
             self._schedule(rule)
         else:
             self._emit(rule, reading)
+
+    def _retarget(self, rule: _RuleState, new: TelemetryRule) -> None:
+        """Judge a rule's held change, or else the path's current value, by its new rule."""
+        rule.cancel()
+        rule.rule = new
+        reading = rule.waiting if rule.waiting is not None else self._state.get(new.path)
+        rule.waiting = None
+        if reading is not None and not reading.is_stale:
+            self._consider(rule, reading)
+        else:
+            self._schedule(rule)
 
     def _on_timer(self, rule: _RuleState) -> None:
         rule.timer = None
