@@ -12,17 +12,19 @@ SPEED ?= 1
 PROFILE ?= profiles/demo.toml
 
 # Debian bookworm packages: the XMPP server for the demo and the tests, openssl for the
-# throw-away CA, gpsd for the gpsd-source test, ffmpeg for the V4L2 camera.
-APT_PACKAGES := prosody lua-unbound openssl gpsd ffmpeg
+# throw-away CA, gpsd for the gpsd-source test, ffmpeg for the V4L2 camera, chromium for
+# the dashboard's browser tests and screenshots (Playwright drives it; no browser download).
+APT_PACKAGES := prosody lua-unbound openssl gpsd ffmpeg chromium fonts-dejavu-core fonts-liberation
 
 .DEFAULT_GOAL := help
-.PHONY: help setup deps venv run watch test typecheck bench clean distclean
+.PHONY: help setup deps venv run watch test typecheck bench screenshots clean distclean
 
 help:
 	@echo "make run        set up, start a local Prosody and run the demo car (Ctrl-C stops)"
 	@echo "make watch      (in a second terminal) follow the demo car's presence as the operator sees it"
 	@echo "make test       set up, then type-check and run the whole test suite"
 	@echo "make bench      measure the CAN pipeline, memory and start-up; writes BENCHMARKS.md"
+	@echo "make screenshots  the dashboard's screens at 800x480, day and night, into docs/screenshots/"
 	@echo "make setup      only install what is missing (Debian packages, .venv)"
 	@echo "make clean      remove the run folder (demo server data, certificates)"
 	@echo "variables: SPEED=10 (replay faster), XMPP_PORT=$(XMPP_PORT), PROFILE=$(PROFILE)"
@@ -73,6 +75,9 @@ test: setup typecheck
 
 bench: setup
 	@$(PY) -m tests.bench
+
+screenshots: setup
+	@$(PY) -m tests.harness.screenshots --out docs/screenshots
 
 clean:
 	rm -rf $(RUN_DIR)

@@ -233,6 +233,21 @@ class CameraConfig:
     timeout: float = 10.0  # s for one still
 
 
+DEFAULT_QUICK_REPLIES = ("Driving, will answer later", "On my way", "Call me")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """The touchscreen's web UI, served by the agent to a kiosk browser on the same board."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # a non-loopback address needs allow_remote = true
+    port: int = 8470  # 0: any free port (tests)
+    allow_remote: bool = False
+    theme: str = "auto"  # "auto" (day 07:00-19:00 local time), "day" or "night"
+    quick_replies: tuple[str, ...] = DEFAULT_QUICK_REPLIES  # what the driver may send while moving
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
@@ -257,3 +272,4 @@ class Profile:
     contacts: ContactsConfig = field(default_factory=ContactsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     camera: CameraConfig | None = None
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)

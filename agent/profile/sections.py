@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 
 from agent.profile.model import (
     CameraConfig,
+    DashboardConfig,
     ContactsConfig,
     ControlConfig,
     LocationConfig,
@@ -124,4 +126,33 @@ def camera(t: Table) -> CameraConfig:
         width=t.integer("width", 16, 7680),
         height=t.integer("height", 16, 4320),
         timeout=t.number("timeout"),
+    ))
+
+
+def dashboard(t: Table) -> DashboardConfig:
+    t.only(field_names(DashboardConfig))
+    host = t.text("host", what="an IP address to listen on, like 127.0.0.1")
+    allow_remote = t.flag("allow_remote")
+    if host is not None:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            t.fail("host", "an IP address to listen on, like 127.0.0.1 (not a name)", host)
+        if not address.is_loopback and not allow_remote:
+            t.fail("host", "a loopback address (127.0.0.1 or ::1), or allow_remote = true alongside: "
+                   "anyone who can reach it sees the car's state", host)
+    replies = t.array("quick_replies")
+    if replies is not None:
+        if not 1 <= len(replies) <= 8:
+            t.fail("quick_replies", "1..8 texts", len(replies))
+        for i, reply in enumerate(replies):
+            if not isinstance(reply, str) or not reply.strip() or len(reply) > 60:
+                t.fail(f"quick_replies[{i}]", "a text of 1..60 characters", reply)
+    return DashboardConfig(**present(
+        enabled=t.flag("enabled"),
+        host=host,
+        port=t.integer("port", 0, 65535),
+        allow_remote=allow_remote,
+        theme=t.choice("theme", ("auto", "day", "night")),
+        quick_replies=tuple(r.strip() for r in replies) if replies is not None else None,
     ))
