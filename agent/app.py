@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.cabin import DriverPrompts, acknowledgement_sender, cabin_control_handlers
+from agent.cabin import DriverPrompts, Offers, acknowledgement_sender, cabin_control_handlers
 from agent.clock import Clock
 from agent.commands.audit import AuditLog
 from agent.commands.builtin import builtin_registry
@@ -81,6 +81,7 @@ class Agent:
         self.gnss = GnssFeed(self.state, vehicle.gnss, speed=self.clock.speed) if vehicle.gnss else None
         self.audit = AuditLog.in_dir(self.data_dir)
         self.prompts = DriverPrompts.in_dir(self.data_dir, on_acknowledged=acknowledgement_sender(self.chat))
+        self.offers = Offers()  # incoming calls and files waiting for the driver
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts)})
         self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
@@ -196,6 +197,7 @@ class Agent:
         await self.control.stop()
         self.audit.close()
         self.prompts.close()
+        self.offers.close()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
         self.logbook.uninstall()

@@ -225,6 +225,8 @@ async def test_a_message_out_carries_an_origin_id_and_ends_delivered(
     car = await start_car(prosody_server, car_jid, car_password, tmp_path / "messages.db", cleanup=cleanup)
     alice = await peer(prosody_server, alice_jid, alice_password, cleanup=cleanup)
 
+    progress: list[str | None] = []
+    car.chat.when_progress.append(lambda m: progress.append(m.state))
     message = await car.chat.send(alice_jid, "Arriving in 10 minutes")
     assert message.state in ("sent", "acked", "delivered") and message.origin_id
     await until(lambda: len(alice.messages) == 1, "the message at the contact")
@@ -233,6 +235,8 @@ async def test_a_message_out_carries_an_origin_id_and_ends_delivered(
     assert origin_of(got) == message.origin_id == got["id"]
     assert got.xml.find(f"{{{NS_RECEIPTS}}}request") is not None
     await until(lambda: state_is(car.store, message.origin_id, "delivered"), "delivered after her receipt")
+    await until(lambda: progress[-1:] == ["delivered"], "the dashboard told of each step")
+    assert progress[0] == "sent" and progress == sorted(progress, key=["sent", "acked", "delivered"].index)
     assert car.new[0].origin_id == message.origin_id and car.new[0].state == "queued"
     for bad_peer, body in (("two@@at-signs", "hi"), ("", "hi"), (alice_jid, "\x00 ")):
         with pytest.raises(MessageError):

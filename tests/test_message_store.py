@@ -103,6 +103,13 @@ async def test_threads_and_thread_order_by_original_time(store: MessageStore) ->
     assert [m.body for m in await store.thread(ALICE)] == ["early (caught up from the archive)", "late"]
     assert [m.body for m in await store.thread(ALICE, limit=1)] == ["late"]
     assert [(m.peer, m.body) for m in await store.threads()] == [(BOB, "reply to bob"), (ALICE, "late")]
+    late = (await store.thread(ALICE))[-1]
+    assert [m.body for m in await store.thread(ALICE, before=late.local_id)] == [
+        "early (caught up from the archive)"], "paging back from a message"
+    assert [(m.peer, m.body) for m in await store.recent_threads(threads=2, per_thread=1)] == [
+        (BOB, "reply to bob"), (ALICE, "late")]
+    assert [m.body for m in await store.recent_threads(threads=1)] == ["bob's", "reply to bob"]
+    assert (await store.get_local(late.local_id)) == late
 
 
 async def test_a_huge_body_is_cut_with_a_marker_and_logged(store: MessageStore,

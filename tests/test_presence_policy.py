@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.policies.presence import PresencePolicy, PresenceUpdate, render
 from agent.profile.model import PresencePolicyConfig
 from agent.vehicle import paths
@@ -112,3 +114,27 @@ def test_an_unchanged_presence_is_not_sent_again() -> None:
     state.update(paths.FUEL_LEVEL, 40, "can")  # not in any template: no update
     policy.push(force=True)
     assert sink.sent == [PresenceUpdate("xa", "Ignition off", 0)]
+
+
+async def test_the_drivers_override_holds_through_mode_changes_until_automatic() -> None:
+    state = VehicleState()
+    sink = Sink()
+    policy = PresencePolicy(state, PresencePolicyConfig(min_text_interval=30.0), sink, monotonic=ManualTime())
+    changes: list[bool] = []
+    policy.when_changed.append(lambda: changes.append(policy.is_automatic))
+    state.update(paths.MODE, "parked", "agent")
+    policy.start()
+    policy.override("dnd", "Busy\nnow")
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Busy now", 0) and not policy.is_automatic
+    state.update(paths.MODE, "driving", "agent")
+    state.update(paths.MODE, "parked", "agent")
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Busy now", 0), "the mode does not undo the driver's choice"
+    assert policy.current() == PresenceUpdate(None, "Parked", 0), "current() is still what the mode gives"
+    policy.override("away")
+    assert sink.sent[-1] == PresenceUpdate("away", "Parked", 0), "without a text the automatic one is kept"
+    policy.automatic()
+    assert sink.sent[-1] == PresenceUpdate(None, "Parked", 0) and policy.is_automatic
+    assert changes[-1] is True and False in changes
+    for show in ("unavailable", "chat", "", "DND"):
+        with pytest.raises(ValueError, match="must be one of"):
+            policy.override(show)

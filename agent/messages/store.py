@@ -199,11 +199,30 @@ class MessageStore:
         return await self._all(f"SELECT {_COLUMNS} FROM messages WHERE state IN ('queued', 'sent') "
                                "ORDER BY local_id", ())
 
-    async def thread(self, peer: str, limit: int = 50) -> list[StoredMessage]:
-        """The last ``limit`` messages with ``peer``, oldest first."""
-        newest = await self._all(f"SELECT {_COLUMNS} FROM messages WHERE peer = ? "
-                                 "ORDER BY sent_at DESC, local_id DESC LIMIT ?", (peer, limit))
+    async def thread(self, peer: str, limit: int = 50, *, before: int | None = None) -> list[StoredMessage]:
+        """The last ``limit`` messages with ``peer`` (older than message ``before``, when given), oldest first."""
+        if before is None:
+            newest = await self._all(f"SELECT {_COLUMNS} FROM messages WHERE peer = ? "
+                                     "ORDER BY sent_at DESC, local_id DESC LIMIT ?", (peer, limit))
+        else:
+            newest = await self._all(
+                f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND (sent_at, local_id) < "
+                "(SELECT sent_at, local_id FROM messages WHERE local_id = ?) "
+                "ORDER BY sent_at DESC, local_id DESC LIMIT ?", (peer, before, limit))
         return newest[::-1]
+
+    async def recent_threads(self, threads: int = 20, per_thread: int = 50) -> list[StoredMessage]:
+        """The latest ``per_thread`` messages of each of the ``threads`` most recent conversations,
+        grouped by conversation (most recent first), each oldest first: what a dashboard shows."""
+        latest = (await self.threads())[:threads]
+        found: list[StoredMessage] = []
+        for last in latest:
+            found += await self.thread(last.peer, per_thread)
+        return found
+
+    async def get_local(self, local_id: int) -> StoredMessage | None:
+        """The message with this local id."""
+        return await self._one(f"SELECT {_COLUMNS} FROM messages WHERE local_id = ?", (local_id,))
 
     async def threads(self) -> list[StoredMessage]:
         """The latest message of each conversation, the most recent conversation first."""

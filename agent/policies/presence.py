@@ -42,6 +42,10 @@ class PresenceUpdate:
     priority: int
 
 
+OVERRIDE_SHOWS = ("available", "away", "xa", "dnd")  # what the driver may choose
+MAX_STATUS = 100  # characters of an overriding status text
+
+
 class PresenceSink(Protocol):
     def send_presence_update(self, update: PresenceUpdate) -> None: ...
 
@@ -76,6 +80,8 @@ class PresencePolicy:
         self._timer: asyncio.TimerHandle | None = None
         self.last: PresenceUpdate | None = None
         self._last_sent_at = -1e9
+        self._override: PresenceUpdate | None = None
+        self.when_changed: list[Callable[[], None]] = []  # after each presence sent, and on override/auto
 
     def start(self) -> None:
         watched = {paths.MODE, *self._template_paths()}
@@ -91,6 +97,35 @@ class PresencePolicy:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    @property
+    def is_automatic(self) -> bool:
+        """True while presence follows the vehicle; False while the driver's override holds."""
+        return self._override is None
+
+    def override(self, show: str, status: str | None = None) -> PresenceUpdate:
+        """The driver's choice (e.g. do not disturb) until :meth:`automatic`; sent at once.
+
+        ``show`` is "available", "away", "xa" or "dnd"; without ``status`` the automatic
+        text is kept. ValueError for anything else.
+        """
+        if show not in OVERRIDE_SHOWS:
+            raise ValueError(f"presence show must be one of {', '.join(OVERRIDE_SHOWS)}, not {show!r}")
+        text = " ".join((status or "").split())[:MAX_STATUS]
+        auto = self.current()
+        self._override = PresenceUpdate(None if show == "available" else show, text or auto.status, auto.priority)
+        log.info("presence overridden by the driver: %s", show)
+        self.push(force=True)
+        self._notify()
+        return self._override
+
+    def automatic(self) -> None:
+        """Presence follows the vehicle again; the mode's presence is sent at once."""
+        if self._override is not None:
+            self._override = None
+            log.info("presence follows the vehicle again")
+            self.push(force=True)
+        self._notify()
 
     def current(self) -> PresenceUpdate:
         """The presence the state calls for right now."""
@@ -115,7 +150,7 @@ class PresencePolicy:
 
     def push(self, *, force: bool = False) -> None:
         """Send the current presence if the show changed (or ``force``), else respect the text rate limit."""
-        update = self.current()
+        update = self._override or self.current()
         if update == self.last:
             return
         show_changed = self.last is None or update.show != self.last.show or (
@@ -138,6 +173,14 @@ class PresencePolicy:
         self._last_sent_at = self._monotonic()
         log.info("presence: %s · %s", update.show or "available", update.status)
         self._sink.send_presence_update(update)
+        self._notify()
+
+    def _notify(self) -> None:
+        for callback in list(self.when_changed):
+            try:
+                callback()
+            except Exception:
+                log.exception("presence listener %r failed", callback)
 
     def _on_change(self, event: StateEvent) -> None:
         if event.path == paths.MODE:

@@ -89,7 +89,8 @@ class ChatService:
         self.page_size = page_size
         self.max_catch_up = max_catch_up  # per session: a huge backlog continues next time
         self.resend_within = resend_within  # s: older unacknowledged messages are marked failed instead
-        self.when_message: list[Callable[[StoredMessage], None]] = []
+        self.when_message: list[Callable[[StoredMessage], None]] = []  # each new message, either way
+        self.when_progress: list[Callable[[StoredMessage], None]] = []  # one of ours moved: sent, acked, ...
         self._queue: asyncio.Queue[Seen | Progress] = asyncio.Queue(queue_size)
         self._worker: asyncio.Task[None] | None = None
         self._session: asyncio.Task[None] | None = None
@@ -178,7 +179,7 @@ class ChatService:
                 if time.time() - message.sent_at > self.resend_within:
                     log.warning("message to %s from %s never reached the server: failed", message.peer,
                                 time.strftime("%Y-%m-%d %H:%M", time.localtime(message.sent_at)))
-                    await self.store.mark(message.origin_id, "failed")
+                    await self._mark(message.origin_id, "failed", None)
                     continue
                 await self._transmit(message)
                 count += 1
@@ -198,7 +199,7 @@ class ChatService:
         sm = self.client.plugin.get("xep_0198", None)
         if sm is not None and sm.enabled_out:
             self.client.send(RequestAck(self.client))  # queued behind the message: the ack covers it
-        await self.store.mark(message.origin_id, "sent", peer=message.peer)
+        await self._mark(message.origin_id, "sent", message.peer)
 
     # -- session ---------------------------------------------------------------
 
@@ -472,8 +473,19 @@ class ChatService:
             self._enqueue(_guard(lambda: Progress(msg["id"], "failed", msg["from"].bare), "an error"))
 
     async def _progress(self, news: Progress) -> None:
-        if await self.store.mark(news.origin_id, news.state, peer=news.peer):
-            log.debug("message %s: %s", news.origin_id, news.state)
+        await self._mark(news.origin_id, news.state, news.peer)
+
+    async def _mark(self, origin_id: str, state: State, peer: str | None) -> None:
+        """Move one of our messages forward; tell ``when_progress`` listeners if it moved."""
+        if not await self.store.mark(origin_id, state, peer=peer):
+            return
+        log.debug("message %s: %s", origin_id, state)
+        if self.when_progress and (message := await self.store.get(origin_id)) is not None:
+            for listener in list(self.when_progress):
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("progress listener %r failed on message %d", listener, message.local_id)
 
 
 def _guard(read: Callable[[], Any], what: str) -> Any:
