@@ -25,7 +25,9 @@ from agent.commands.media import camera_factory, logs_command, photo_command
 from agent.commands.registry import AgentFacade, Registry
 from agent.commands.telemetry import telemetry_command
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
+from agent.dashboard import Dashboard
 from agent.errors import AgentStartError, AgentTimeout
+from agent.headless import headless_handlers
 from agent.logbook import Logbook, LogbookError
 from agent.messages import MessageStore
 from agent.policies.presence import PresencePolicy
@@ -83,7 +85,8 @@ class Agent:
         self.prompts = DriverPrompts.in_dir(self.data_dir, on_acknowledged=acknowledgement_sender(self.chat))
         self.offers = Offers()  # incoming calls and files waiting for the driver
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
-                                     {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts)})
+                                     {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts),
+                                      **headless_handlers(self)})
         self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
         self.uploader = HttpUploader(self.xmpp.client, ca_file=profile.account.ca_file)
         self.can_sender = sender_for(profile.vehicle.can, self.can.port if self.can is not None else None)
@@ -95,6 +98,7 @@ class Agent:
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
                                        moving_speed=profile.policies.mode.moving_speed)
+        self.dashboard = Dashboard(self) if profile.dashboard.enabled else None
         self.gpio: GpioBoard | None = None
         self.started_at: float | None = None
         self.online_at: float | None = None
@@ -128,6 +132,8 @@ class Agent:
             await self.control.start()
         except ControlStartError as exc:
             raise AgentStartError(f"cannot serve the local control socket: {exc}") from exc
+        if self.dashboard is not None:  # logs "dashboard at http://127.0.0.1:8470/ (token in ...)"
+            await self.dashboard.start()
         try:  # only now: a second agent on this folder was refused above, before touching its log
             self.logbook.install()
         except LogbookError as exc:
@@ -191,6 +197,8 @@ class Agent:
         await self.commands.stop()
         await self.chat.stop()
         await self.location.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.xmpp.stop(timeout=2.0)
         self.contacts.stop()
         self.messages.close()

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import __version__, cli_audit, cli_control, cli_driver
+from agent import __version__, cli_audit, cli_control, cli_dashboard, cli_driver, cli_headless
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_control.add_parsers(commands)
     cli_audit.add_parsers(commands)
     cli_driver.add_parsers(commands)
+    cli_dashboard.add_parsers(commands)
+    cli_headless.add_parsers(commands)
     return parser
 
 
@@ -79,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_audit.main(args)
     if args.command in cli_driver.COMMANDS:
         return cli_driver.main(args)
+    if args.command in cli_dashboard.COMMANDS:
+        return cli_dashboard.main(args)
+    if args.command in cli_headless.COMMANDS:
+        return cli_headless.main(args)
     from agent.profile import load_profile
 
     try:

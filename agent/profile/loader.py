@@ -79,6 +79,7 @@ _ENVIRONMENT = {  # variable -> [account] key it replaces
     "HEADUNIT_PORT": "port",
     "HEADUNIT_CA_FILE": "ca_file",
 }
+DASHBOARD_PORT_VARIABLE = "HEADUNIT_DASHBOARD_PORT"
 _REPLAY_SUFFIXES = (".log", ".asc", ".blf")
 _GNSS_SOURCES = ("serial", "gpsd", "replay")
 _GNSS_ONLY_FOR = {"port": "serial", "baudrate": "serial", "host": "gpsd", "gpsd_port": "gpsd",
@@ -109,9 +110,10 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
     root.only(_ROOT_KEYS)
     meta = root.section("profile", required=True)
     meta.only(("name",))
+    env = os.environ if environ is None else environ
     return Profile(absolute, **present(
         name=meta.text("name", required=True),
-        account=_account(root.section("account"), os.environ if environ is None else environ, local_only),
+        account=_account(root.section("account"), env, local_only),
         vehicle=_vehicle(root.section("vehicle")),
         policies=_policies(root.section("policies")),
         fleet=_fleet(root.section("fleet")),
@@ -123,7 +125,7 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
         contacts=sections.contacts(root.section("contacts")),
         control=sections.control(root.section("control")),
         camera=sections.camera(root.section("camera")) if root.has("camera") else None,
-        dashboard=sections.dashboard(root.section("dashboard")),
+        dashboard=sections.dashboard(_dashboard_environment(root.section("dashboard"), env)),
     ))
 
 
@@ -156,6 +158,15 @@ def _with_environment(t: Table, environ: Mapping[str, str]) -> Table:
         data[key] = _environment_value(key, value)
         labels[key] = f"{variable} (environment)"
     return Table(t.file, t.base, data, t.prefix, labels)
+
+
+def _dashboard_environment(t: Table, environ: Mapping[str, str]) -> Table:
+    """HEADUNIT_DASHBOARD_PORT replaces [dashboard] port (0: any free port; tests, a second agent)."""
+    value = environ.get(DASHBOARD_PORT_VARIABLE, "").strip()
+    if not value:
+        return t
+    return Table(t.file, t.base, {**t.data, "port": int(value) if value.isdecimal() else value}, t.prefix,
+                 {"port": f"{DASHBOARD_PORT_VARIABLE} (environment)"})
 
 
 def _environment_value(key: str, value: str) -> object:

@@ -33,7 +33,9 @@ def demo_profile(server: ServerInfo, jid: str, password: str, *, path: Path = DE
         "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password, "HEADUNIT_HOST": server.host,
         "HEADUNIT_PORT": str(server.port), "HEADUNIT_CA_FILE": str(server.ca_file)})
     state = Path(tempfile.mkdtemp(prefix="hu-test-"))  # short: UNIX socket paths are limited
-    return dataclasses.replace(profile, storage=StorageConfig(state))
+    # any free port for the dashboard: tests run side by side and next to `make run`
+    return dataclasses.replace(profile, storage=StorageConfig(state),
+                               dashboard=dataclasses.replace(profile.dashboard, port=0))
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float) -> None:
@@ -57,6 +59,7 @@ class AgentProcess:
         self.env = {**os.environ, "HEADUNIT_DATA_DIR": self.data_dir, "HEADUNIT_JID": jid, "HEADUNIT_PASSWORD": password,
                     "HEADUNIT_HOST": server.host, "HEADUNIT_PORT": str(server.port),
                     "HEADUNIT_CA_FILE": str(server.ca_file), "PYTHONUNBUFFERED": "1",
+                    "HEADUNIT_DASHBOARD_PORT": "0",
                     **(extra_env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.lines: deque[str] = deque(maxlen=2000)

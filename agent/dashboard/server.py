@@ -1,0 +1,203 @@
+"""The dashboard's web server: aiohttp inside the agent process, on the loopback interface by default.
+
+``/`` is the page, ``/static/...`` its files (nothing outside ``static/``), ``/healthz``
+answers ``ok`` for the kiosk unit to wait on, and ``/ws`` is the WebSocket of
+:mod:`agent.dashboard.hub`, upgraded only for the per-start token and a page of this
+server's own origin (docs/dashboard-protocol.md). Every response carries a strict
+Content-Security-Policy and may not be framed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import ipaddress
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from yarl import URL
+
+from agent.dashboard.hub import MAX_FRAME, Hub
+from agent.dashboard.limits import LogLimiter
+from agent.dashboard.token import URL_FILE, new_token, publish, withdraw
+from agent.errors import AgentStartError
+
+if TYPE_CHECKING:
+    from agent.app import Agent
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                                "style-src 'self'; script-src 'self'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+HEARTBEAT = 30.0  # s between WebSocket pings: a page that vanished is noticed
+SHUTDOWN_TIMEOUT = 2.0  # s for handlers still running at stop
+
+
+class DashboardStartError(AgentStartError):
+    """The dashboard cannot listen (the port is taken, the address is not this machine's)."""
+
+
+class Dashboard:
+    """The touchscreen's web UI: serves the page and its WebSocket while the agent runs."""
+
+    def __init__(self, agent: Agent, *, static_dir: Path | None = None) -> None:
+        self.agent = agent
+        self.config = agent.profile.dashboard
+        self.static_dir = static_dir or STATIC
+        self.hub = Hub(agent)
+        self._token = ""
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._refusals = LogLimiter(log)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one picked, with port 0 in the profile)."""
+        return self._port if self._port is not None else self.config.port
+
+    @property
+    def address(self) -> str:
+        """The page's address without the token, as it is logged."""
+        return f"http://{_url_host(self.config.host)}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        """The page's address with this start's token in the fragment (never sent to a server)."""
+        return f"{self.address}#token={self._token}"
+
+    @property
+    def clients(self) -> int:
+        """How many pages are connected."""
+        return self.hub.clients
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, publish the token and the address, follow the agent; DashboardStartError if it cannot."""
+        if self._runner is not None:
+            return
+        if not self.config.allow_remote and not ipaddress.ip_address(self.config.host).is_loopback:
+            raise DashboardStartError(f"dashboard: {self.config.host} is not a loopback address; "
+                                      "listening there needs allow_remote = true")
+        self._token = new_token()
+        runner = web.AppRunner(self._application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.config.host, self.config.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise DashboardStartError(f"dashboard: cannot listen on {self.config.host}:{self.config.port}: "
+                                      f"{_reason(exc)}") from exc
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        try:
+            publish(self.agent.data_dir, self._token, self.url)
+        except OSError as exc:
+            raise DashboardStartError(f"dashboard: cannot write its address into {self.agent.data_dir}: "
+                                      f"{exc.strerror or exc}") from exc
+        self.hub.start()
+        log.info("dashboard at %s (token in %s)", self.address, self.agent.data_dir / URL_FILE)
+
+    async def stop(self) -> None:
+        """Withdraw the token, close every page ("going away"), stop listening; idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        withdraw(self.agent.data_dir)
+        await self.hub.stop()
+        await runner.cleanup()
+        log.info("dashboard closed")
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def _application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_FRAME)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_static("/static", self.static_dir, show_index=False, follow_symlinks=False)
+        app.on_response_prepare.append(_secure)
+        return app
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        page = self.static_dir / "index.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="the dashboard page is not installed\n")
+        return web.FileResponse(page)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade only for this start's token and this server's own origin; else 403, no upgrade."""
+        peer = request.remote or "?"
+        problem = self._refusal(request)
+        if problem is not None:
+            self._refusals.warning("dashboard: WebSocket from %s refused: %s", peer, problem)
+            raise web.HTTPForbidden(text=f"dashboard: {problem}\n")
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=4 * MAX_FRAME)
+        if not ws.can_prepare(request):
+            raise web.HTTPBadRequest(text="dashboard: expected a WebSocket upgrade\n")
+        await ws.prepare(request)
+        await self.hub.serve(ws, peer)
+        return ws
+
+    def _refusal(self, request: web.Request) -> str | None:
+        """Why this upgrade is refused, or None."""
+        given = request.query.get("token", "")
+        if not given:
+            return "no token"
+        if not hmac.compare_digest(given.encode(), self._token.encode()):
+            return "wrong token"
+        host = URL(f"http://{request.host}").host or ""
+        if not self.config.allow_remote and not _is_local_name(host):
+            return f"Host {request.host[:80]!r} is not this machine"  # DNS rebinding
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{request.host}".lower():
+            return f"foreign origin {origin[:80]!r}"
+        return None
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok\n")
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: the security headers; the page and answers are not cached, files revalidated."""
+    response.headers.update(SECURITY_HEADERS)
+    if request.path.startswith("/static/") and response.status == 200:
+        response.headers["Cache-Control"] = "no-cache"
+    else:
+        response.headers["Cache-Control"] = "no-store"
+
+
+def _is_local_name(host: str) -> bool:
+    """An IP address, or localhost: what a kiosk or an SSH tunnel uses (never a DNS name)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _url_host(host: str) -> str:
+    """The host as a browser on this machine reaches it: any-address means loopback; IPv6 in brackets."""
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine"
+    return exc.strerror or str(exc)
