@@ -106,6 +106,8 @@ async def _call(client: ControlClient, args: argparse.Namespace) -> object:
 
 def _for_people(args: argparse.Namespace, result: Any) -> str:
     if args.action == "ack":
+        if not result.get("ack_required", True):
+            return f"dismissed message {result['id']} from {result['sender']} (it asked for no acknowledgement)"
         return f"acknowledged message {result['id']} from {result['sender']}: they are told"
     if args.action:
         verb = "accepted" if result.get("accepted") else "declined"

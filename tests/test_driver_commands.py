@@ -194,7 +194,7 @@ async def test_the_driver_acknowledges_a_message_and_the_operator_is_told_by_cha
         "message-driver", "ok", {"text": "Please call the depot", "ack": True})
 
 
-async def test_a_message_without_acknowledgement_waits_for_nothing_and_a_too_long_one_comes_back(
+async def test_a_message_without_acknowledgement_tells_nobody_and_a_too_long_one_comes_back(
         rig: Rig) -> None:
     first = await rig.run("message-driver")
     again = await rig.run("message-driver", action="complete", sessionid=first["command"]["sessionid"],
@@ -204,6 +204,10 @@ async def test_a_message_without_acknowledgement_waits_for_nothing_and_a_too_lon
     done = await rig.run("message-driver", action="complete", sessionid=first["command"]["sessionid"],
                          payload=submit(text="Fuel card renewed"))
     assert note(done) == ("info", f"Shown to the driver as message {fields(done)['Message']}.")
+    shown = rig.prompts.pending().notices
+    assert [(n.text, n.ack_required) for n in shown] == [("Fuel card renewed", False)], "shown until seen"
+    rc, out, err = await headunit("driver", str(rig.profile), "ack", str(shown[0].id))
+    assert rc == 0 and "dismissed message" in out, err
     assert not rig.prompts.pending()
     assert [n.text for n in await rig.prompts.recent()] == ["Fuel card renewed"]
     assert [e.result for e in await rig.audit.tail(10)] == ["invalid", "ok"]

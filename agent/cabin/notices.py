@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.cabin.errors import AlreadyAnswered, EmptyPrompt, NoAcknowledgement, PromptNotFound
+from agent.cabin.errors import AlreadyAnswered, EmptyPrompt, PromptNotFound
 from agent.storage import Database
 
 FILE = "cabin.db"
@@ -56,7 +56,7 @@ class Notice:
     @property
     def is_waiting(self) -> bool:
         """It asks for an acknowledgement the driver has not given yet."""
-        return self.ack_required and self.acknowledged_at is None
+        return self.acknowledged_at is None
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": "notice", "id": self.id, "sender": self.sender, "text": self.text,
@@ -93,7 +93,7 @@ class NoticeStore:
 
     def waiting_at_start(self) -> list[Notice]:
         """The notices still waiting for an acknowledgement, oldest first (before anything else runs)."""
-        rows = self.db.conn.execute(f"SELECT {_COLUMNS} FROM notices WHERE ack_required AND "
+        rows = self.db.conn.execute(f"SELECT {_COLUMNS} FROM notices WHERE "
                                     "acknowledged_at IS NULL ORDER BY id").fetchall()
         return [_notice(row) for row in rows]
 
@@ -103,7 +103,7 @@ class NoticeStore:
         return await self.db.run(lambda conn: _add(conn, sender, text, ack_required, created, self.keep))
 
     async def acknowledge(self, notice_id: int, at: float) -> Notice:
-        """Mark a waiting notice acknowledged, exactly once; PromptNotFound, AlreadyAnswered, NoAcknowledgement."""
+        """Mark a waiting notice seen (acknowledged), exactly once; PromptNotFound, AlreadyAnswered."""
         return await self.db.run(lambda conn: _acknowledge(conn, notice_id, at))
 
     async def recent(self, limit: int) -> list[Notice]:
@@ -148,15 +148,13 @@ def _acknowledge(conn: sqlite3.Connection, notice_id: int, at: float) -> Notice:
     if row is None:
         raise PromptNotFound(f"no message {notice_id} for the driver (never sent, or no longer kept)")
     notice = _notice(row)
-    if not notice.ack_required:
-        raise NoAcknowledgement(f"message {notice_id} did not ask for an acknowledgement")
     if notice.acknowledged_at is not None:
         raise AlreadyAnswered(f"message {notice_id} was acknowledged already")
     updated = conn.execute("UPDATE notices SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
                            (at, notice_id))
     if updated.rowcount != 1:  # cannot happen with one writer thread; kept as the guarantee of "once"
         raise AlreadyAnswered(f"message {notice_id} was acknowledged already")
-    return Notice(notice.id, notice.sender, notice.text, True, notice.created, at)
+    return Notice(notice.id, notice.sender, notice.text, notice.ack_required, notice.created, at)
 
 
 def _notice(row: Sequence[Any]) -> Notice:

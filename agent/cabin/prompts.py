@@ -140,8 +140,7 @@ class DriverPrompts:
         """Show ``text`` from ``sender`` (cleaned and capped); EmptyPrompt if nothing is left of it."""
         shown, who = clean_text(text), clean_sender(sender)
         notice, dropped = await self._store.add(who, shown, ack_required, time.time())
-        if ack_required:
-            self._waiting[notice.id] = notice
+        self._waiting[notice.id] = notice  # shown until the driver has seen it; ack_required: the sender is told
         log.info("message %d for the driver from %s%s: %s", notice.id, who,
                  " (acknowledgement required)" if ack_required else "", _quote(shown, 200))
         for old in dropped:
@@ -153,12 +152,13 @@ class DriverPrompts:
         return notice
 
     async def acknowledge(self, notice_id: int) -> Notice:
-        """The driver read notice ``notice_id``: recorded once, then its sender is told."""
+        """The driver read notice ``notice_id``: recorded once; if it asked for it, its sender is told."""
         notice = await self._store.acknowledge(notice_id, time.time())
         self._waiting.pop(notice.id, None)
-        log.info("the driver acknowledged message %d from %s", notice.id, notice.sender)
+        log.info("the driver %s message %d from %s", "acknowledged" if notice.ack_required else "dismissed",
+                 notice.id, notice.sender)
         self._emit(PromptEvent("answered", notice, "acknowledged"))
-        if self.on_acknowledged is not None:
+        if self.on_acknowledged is not None and notice.ack_required:
             try:
                 await self.on_acknowledged(notice)
             except Exception:

@@ -189,6 +189,8 @@ def _login_hint(host: str, port: int, ca_file: Path, accounts: Sequence[Account]
         f"  server {host}, port {port}, STARTTLS (no direct TLS on this port)",
         f"  the client must trust {ca_file} (import it) or accept the certificate when asked;",
         "  the certificate is issued for the domain name, not for your machine's hostname.",
+        "The dashboard (the car's touchscreen page), once the agent runs, in a second terminal:",
+        "  .venv/bin/headunit dashboard profiles/demo.toml   (prints its address with this start's key)",
     ]
 
 

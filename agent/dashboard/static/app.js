@@ -248,10 +248,6 @@ function wire() {
   window.addEventListener("hashchange", () => { if (/token=/.test(location.hash)) location.reload(); });
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => selectScreen(tab.dataset.tab));
   byId("theme-toggle").addEventListener("click", toggleTheme);
-  byId("chat-back").addEventListener("click", () => {
-    store.chat.selected = null;
-    chat.render(store, ctx);
-  });
   byId("chat-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const input = byId("chat-input");

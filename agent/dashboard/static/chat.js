@@ -95,7 +95,6 @@ function renderThreads(chat, contacts, ctx) {
 function renderConversation(chat, contacts, ctx) {
   const list = byId("message-list");
   const peer = chat.selected;
-  document.body.classList.toggle("conv-open", !!peer);
   setText("chat-peer", peer ? displayName(peer, contacts) : "No conversation");
   byId("chat-peer").title = peer ?? "";
   show("chat-empty", !peer);

@@ -31,7 +31,6 @@ export function render(store) {
   const now = pick(store);
   o.shown = now;
   for (const kind of KINDS) show(`${kind}-overlay`, now !== null && now.kind === kind);
-  document.body.classList.toggle("has-overlay", now !== null);
   if (now === null) return stopTimer(o);
   const fill = { question: fillQuestion, call: fillCall, file: fillFile, notice: fillNotice }[now.kind];
   fill(now.item, now.more, store);
@@ -107,6 +106,8 @@ const ACTIONS = {
   "file-accept": ["file.accept", (f) => ({ file: f.id })],
   "file-decline": ["file.decline", (f) => ({ file: f.id })],
   "notice-ack": ["notice.ack", (n) => ({ notice: n.id })],
+  // OK on a message that asked for no acknowledgement: seen, so it does not come back; nobody is told.
+  "notice-ok": ["notice.ack", (n) => ({ notice: n.id })],
 };
 
 function enable(kind, on) {
@@ -126,11 +127,6 @@ export function wire(store, ctx) {
       render(store);
     });
   }
-  byId("notice-ok").addEventListener("click", () => {
-    const shown = store.overlays.shown;
-    if (shown && shown.kind === "notice") store.overlays.hidden.add(shown.item.id);
-    render(store);
-  });
 }
 
 /** Forgets answers for prompts the agent no longer lists (their ids may not come back). */
