@@ -13,11 +13,17 @@ PROFILE ?= profiles/demo.toml
 
 # Debian bookworm packages: the XMPP server for the demo and the tests, openssl for the
 # throw-away CA, gpsd for the gpsd-source test, ffmpeg for the V4L2 camera, chromium for
-# the dashboard's browser tests and screenshots (Playwright drives it; no browser download).
-APT_PACKAGES := prosody lua-unbound openssl gpsd ffmpeg chromium fonts-dejavu-core fonts-liberation
+# the dashboard's browser tests and screenshots (Playwright drives it; no browser download),
+# python3-venv for Debian's own python3, which makes the car's venv (make install, make deb),
+# debootstrap for the package test (a throw-away bookworm root to install the .deb into),
+# systemd for `systemd-analyze verify` of the units, polkitd, dbus-daemon and dbus-bin for
+# the test of the polkit rule that lets the service power the board off.
+APT_PACKAGES := prosody lua-unbound openssl gpsd ffmpeg chromium fonts-dejavu-core fonts-liberation \
+	python3-venv debootstrap systemd polkitd dbus-daemon dbus-bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup deps venv run watch test typecheck bench screenshots clean distclean
+.PHONY: help setup deps venv run watch test typecheck bench screenshots clean distclean \
+	install uninstall deb wheelhouse
 
 help:
 	@echo "make run        set up, start a local Prosody and run the demo car (Ctrl-C stops)"
@@ -27,6 +33,9 @@ help:
 	@echo "make screenshots  the dashboard's screens at 800x480, day and night, into docs/screenshots/"
 	@echo "make setup      only install what is missing (Debian packages, .venv)"
 	@echo "make clean      remove the run folder (demo server data, certificates)"
+	@echo "sudo make install PROFILE=car.toml   install on this board as the systemd service headunit"
+	@echo "sudo make uninstall [PURGE=1]        remove it (PURGE=1: also /etc/headunit, the data and the user)"
+	@echo "make deb [PROFILE=car.toml]          build dist/headunit_VERSION_ARCH.deb (installs with no network)"
 	@echo "variables: SPEED=10 (replay faster), XMPP_PORT=$(XMPP_PORT), PROFILE=$(PROFILE)"
 
 setup: deps venv
@@ -79,8 +88,34 @@ bench: setup
 screenshots: setup
 	@$(PY) -m tests.harness.screenshots --out docs/screenshots
 
+# On the car (packaging/): a venv in /opt/headunit made offline from a wheelhouse built
+# here (build/wheelhouse; only building it needs the network, once), the profile and its
+# files in /etc/headunit, the units of systemd/. DESTDIR=/some/root installs into a
+# throw-away tree (no user, no chown, no systemctl): how the tests do it.
+DESTDIR ?=
+PURGE ?=
+DISTDIR ?= dist
+WHEELHOUSE := build/wheelhouse
+PROFILE_GIVEN = $(filter command line environment,$(origin PROFILE))
+
+wheelhouse:
+	@packaging/wheelhouse.sh $(WHEELHOUSE)
+
+install:
+	@test -n "$(PROFILE_GIVEN)" || { echo "make install needs the car's profile: sudo make install PROFILE=path/to/car.toml"; exit 2; }
+	@test -n "$(DESTDIR)" || test "$$(id -u)" = 0 || { echo "make install needs root: sudo make install PROFILE=$(PROFILE)"; exit 1; }
+	@packaging/wheelhouse.sh $(WHEELHOUSE)
+	@DESTDIR='$(DESTDIR)' packaging/install.sh '$(PROFILE)' $(WHEELHOUSE)
+
+uninstall:
+	@DESTDIR='$(DESTDIR)' PURGE='$(PURGE)' packaging/uninstall.sh
+
+deb:
+	@packaging/wheelhouse.sh $(WHEELHOUSE)
+	@packaging/build-deb.sh $(WHEELHOUSE) $(DISTDIR) $(if $(PROFILE_GIVEN),'$(PROFILE)')
+
 clean:
 	rm -rf $(RUN_DIR)
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache build dist

@@ -32,7 +32,9 @@ from agent.logbook import Logbook, LogbookError
 from agent.messages import MessageStore
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
-from agent.storage import data_dir
+from agent.service import Health, status_handlers
+from agent.power import MARKER as POWER_MARKER, IgnitionShutdown
+from agent.storage import data_dir, sweep_leftovers
 from agent.supervisor import Supervisor
 from agent.telemetry import Telemetry
 from agent.vehicle import paths
@@ -84,9 +86,10 @@ class Agent:
         self.audit = AuditLog.in_dir(self.data_dir)
         self.prompts = DriverPrompts.in_dir(self.data_dir, on_acknowledged=acknowledgement_sender(self.chat))
         self.offers = Offers()  # incoming calls and files waiting for the driver
+        self.health = Health(self)  # READY / STATUS / WATCHDOG / STOPPING to systemd, `headunit status`
         self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
                                      {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts),
-                                      **headless_handlers(self)})
+                                      **headless_handlers(self), **status_handlers(self)})
         self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
         self.uploader = HttpUploader(self.xmpp.client, ca_file=profile.account.ca_file)
         self.can_sender = sender_for(profile.vehicle.can, self.can.port if self.can is not None else None)
@@ -98,6 +101,9 @@ class Agent:
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
                                        moving_speed=profile.policies.mode.moving_speed)
+        self.power = IgnitionShutdown(self.state, profile.power, self.presence, self.offers,  # ignition off
+                                      telemetry=self.telemetry, is_online=lambda: self.xmpp.is_online,
+                                      marker=self.data_dir / POWER_MARKER)
         self.dashboard = Dashboard(self) if profile.dashboard.enabled else None
         self.gpio: GpioBoard | None = None
         self.started_at: float | None = None
@@ -132,6 +138,8 @@ class Agent:
             await self.control.start()
         except ControlStartError as exc:
             raise AgentStartError(f"cannot serve the local control socket: {exc}") from exc
+        sweep_leftovers(self.data_dir)  # only now: no other agent uses this folder (it would answer above)
+        await self.health.start()
         if self.dashboard is not None:  # logs "dashboard at http://127.0.0.1:8470/ (token in ...)"
             await self.dashboard.start()
         try:  # only now: a second agent on this folder was refused above, before touching its log
@@ -143,6 +151,7 @@ class Agent:
         self.mode.start()
         self.presence.start()
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
+        self.power.start()
         self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
         self.chat.start()
         self.commands.start()
@@ -179,6 +188,8 @@ class Agent:
     async def stop(self) -> None:
         """Stop in stages; each stage has its own timeout so a stuck part cannot hold the rest."""
         log.info("stopping")
+        self.health.stopping()  # STOPPING=1 to systemd at once
+        await self.power.stop()  # first: no ignition-off sequence runs into the stages below
         if self.can_sender is not None:
             await self.can_sender.stop()
         await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
@@ -206,6 +217,7 @@ class Agent:
         self.audit.close()
         self.prompts.close()
         self.offers.close()
+        await self.health.stop()
         await self.supervisor.stop(timeout=1.0)
         log.info("stopped")
         self.logbook.uninstall()

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import __version__, cli_audit, cli_control, cli_dashboard, cli_driver, cli_headless
+from agent import __version__, cli_audit, cli_control, cli_dashboard, cli_driver, cli_headless, cli_status
 from agent.errors import HeadunitError, ProfileError
 
 log = logging.getLogger("headunit")
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_driver.add_parsers(commands)
     cli_dashboard.add_parsers(commands)
     cli_headless.add_parsers(commands)
+    cli_status.add_parsers(commands)
     return parser
 
 
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_dashboard.main(args)
     if args.command in cli_headless.COMMANDS:
         return cli_headless.main(args)
+    if args.command in cli_status.COMMANDS:
+        return cli_status.main(args)
     from agent.profile import load_profile
 
     try:

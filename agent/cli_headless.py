@@ -230,6 +230,16 @@ REQUESTS: dict[str, Callable[[argparse.Namespace], Request]] = {
 # -- for people ---------------------------------------------------------------------------------
 
 
+def _power(power: Any) -> str:
+    """The ignition-off sequence: "board stays on (power off disabled)", "power off in 87 s", ..."""
+    left, phase = power.get("poweroff_in"), str(power.get("phase") or "idle")
+    if isinstance(left, int):
+        return f"power off in {left} s (ignition off)"
+    if not power.get("enabled"):
+        return "board stays on at ignition off ([power] enabled = false)"
+    return phase
+
+
 def state_text(state: Any, _: argparse.Namespace | None = None) -> str:
     """The agent's ``state`` result as a short summary for people."""
     values = state.get("vehicle") or {}
@@ -245,6 +255,7 @@ def state_text(state: Any, _: argparse.Namespace | None = None) -> str:
         ("position", _position(values)),
         ("connection", _connection(state.get("connection") or {})),
         ("presence", presence_text(state.get("presence") or {})),
+        ("power", _power(state.get("power") or {})),
     ]
     title = f"{state.get('name', '?')} · {state.get('car', '?')}"
     return "\n".join([title, *(f"{label:<11} {text}" for label, text in rows)])

@@ -106,7 +106,7 @@ async def state_json(agent: Agent) -> dict[str, object]:
     return {"car": agent.profile.account.jid, "name": agent.profile.name,
             "mode": None if mode is None else str(mode), "moving": is_moving(agent),
             "vehicle": vehicle_json(agent.state), "connection": await connection_json(agent),
-            "presence": presence_json(agent)}
+            "presence": presence_json(agent), "power": agent.power.as_json()}
 
 
 def _show(update: PresenceUpdate) -> str:

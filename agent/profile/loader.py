@@ -67,7 +67,8 @@ _PID_WHAT = 'a PID 0x01..0xFF (an integer or a "0x.." string)'
 _PIN_WHAT = "a BCM pin number 0..53 or a pin name like 'GPIO22' or 'BOARD15'"
 
 _ROOT_KEYS = ("profile", "account", "vehicle", "policies", "fleet", "simulation", "session", "storage",
-              "telemetry", "location", "contacts", "control", "camera", "dashboard")
+              "telemetry", "location", "contacts", "control", "camera", "dashboard", "service",
+              "power")
 _PASSWORD_KEYS = ("password_file", "password_env", "password")
 _ACCOUNT_KEYS = ("jid", *_PASSWORD_KEYS, "host", "port", "ca_file", "resource", "tls", "pin_sha256",
                  "allow_plain")
@@ -126,6 +127,8 @@ def load_profile(path: str | os.PathLike[str], *, environ: Mapping[str, str] | N
         control=sections.control(root.section("control")),
         camera=sections.camera(root.section("camera")) if root.has("camera") else None,
         dashboard=sections.dashboard(_dashboard_environment(root.section("dashboard"), env)),
+        service=sections.service(root.section("service")),
+        power=sections.power(root.section("power")),
     ))
 
 

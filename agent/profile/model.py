@@ -249,6 +249,29 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """Running under systemd: when the agent says it is ready, and when it stops feeding the watchdog."""
+
+    ready_timeout: float = 30.0  # s: READY=1 at the latest this long after start, online or not
+    watchdog: bool = True  # WATCHDOG=1 only while healthy; false: whenever the event loop runs
+    loop_lag_limit: float = 5.0  # s the event loop may be late before the watchdog goes unfed
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    """Powering the board off after the ignition goes off (agent/power.py).
+
+    Off unless the profile says so: an agent on a desk, or replaying a drive that ends
+    with the ignition off, must never power its machine off. A car's profile sets
+    ``enabled = true``.
+    """
+
+    enabled: bool = False
+    shutdown_delay: float = 120.0  # s on the hold-up supply between ignition off and power off
+    poweroff_command: tuple[str, ...] = ("systemctl", "poweroff")  # run without a shell
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     speed: float = 1.0  # vehicle clock and replays run this many times faster than real time
     # Start the replays only once XMPP is online (or after this many seconds offline),
@@ -273,3 +296,5 @@ class Profile:
     control: ControlConfig = field(default_factory=ControlConfig)
     camera: CameraConfig | None = None
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
 from pathlib import Path
 
 from agent.profile.model import (
@@ -13,6 +14,8 @@ from agent.profile.model import (
     ContactsConfig,
     ControlConfig,
     LocationConfig,
+    PowerConfig,
+    ServiceConfig,
     SessionConfig,
     StorageConfig,
     TelemetryConfig,
@@ -156,3 +159,43 @@ def dashboard(t: Table) -> DashboardConfig:
         theme=t.choice("theme", ("auto", "day", "night")),
         quick_replies=tuple(r.strip() for r in replies) if replies is not None else None,
     ))
+
+
+def service(t: Table) -> ServiceConfig:
+    t.only(field_names(ServiceConfig))
+    return ServiceConfig(**present(
+        ready_timeout=t.number("ready_timeout"),
+        watchdog=t.flag("watchdog"),
+        loop_lag_limit=t.number("loop_lag_limit"),
+    ))
+
+
+def power(t: Table) -> PowerConfig:
+    t.only(field_names(PowerConfig))
+    enabled = t.flag("enabled")
+    return PowerConfig(**present(
+        enabled=enabled,
+        shutdown_delay=t.number("shutdown_delay", ">= 0"),
+        poweroff_command=_command(t, "poweroff_command", must_exist=bool(enabled)),
+    ))
+
+
+def _command(t: Table, name: str, *, must_exist: bool) -> tuple[str, ...] | None:
+    """A command as argv, run without a shell: an absolute path or a name found on PATH, then arguments.
+
+    Whether the program exists is checked only when it will be used, so a profile for a
+    car still passes ``headunit check`` on a machine without it.
+    """
+    what = 'a command as an array of strings, like ["systemctl", "poweroff"]'
+    argv = t.array(name)
+    if argv is None:
+        return None
+    if not argv or not all(isinstance(arg, str) and arg and "\0" not in arg for arg in argv):
+        t.fail(name, what, argv)
+    program = argv[0]
+    if "/" in program and not os.path.isabs(program):
+        t.fail(f"{name}[0]", "an absolute path or a program name found on PATH (no relative path)", program)
+    if must_exist and shutil.which(program) is None:
+        t.fail(f"{name}[0]", "a program that exists and may be run (an absolute path, or a name on PATH)",
+               program)
+    return tuple(argv)
