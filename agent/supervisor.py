@@ -19,6 +19,7 @@ class Supervisor:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.when_crashed: list[Callable[[str], None]] = []  # called with the task's name at each crash
 
     def start(self, name: str, factory: TaskFactory, *, restart: bool = True,
               backoff: Backoff | None = None) -> None:
@@ -38,6 +39,11 @@ class Supervisor:
             except Exception:
                 delay = backoff.next_delay()
                 log.exception("%s crashed; restarting in %.1f s", name, delay)
+                for callback in list(self.when_crashed):
+                    try:
+                        callback(name)
+                    except Exception:
+                        log.exception("crash listener %r failed", callback)
                 await asyncio.sleep(delay)
 
     def is_running(self, name: str) -> bool:

@@ -44,7 +44,6 @@ STATUS_EVERY = 2.0  # s between looks at whether the STATUS= line changed
 RECHECK = 1.0  # s between health checks while the watchdog goes unfed
 READY_MARGIN = 30.0  # s the start may take beyond ready_timeout before systemd gives up on it
 ALWAYS_RUNNING = ("stale-sweep", "telemetry")  # tasks that only end when the agent stops
-_CRASHED = "%s crashed"  # the supervisor's log line for a crashed task (agent/supervisor.py)
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,8 @@ class Health:
         self.watchdog_interval = watchdog_interval(environ)
         self.probe = LoopProbe(window=self.config.loop_lag_limit)
         self.errors = ErrorLog()
-        self.errors.when_record.append(self._count_crash)
         self.crashes = CrashCounter(CRASH_WINDOW)
+        agent.supervisor.when_crashed.append(self.crashes.note)
         self.can_rate = RateMeter()
         self.ready_reason: str | None = None
         self.fed = 0
@@ -174,11 +173,6 @@ class Health:
             elif name in self._seen_running:
                 ended.append(name)
         return ended
-
-    def _count_crash(self, record: logging.LogRecord) -> None:
-        if record.name == "agent.supervisor" and str(record.msg).startswith(_CRASHED) \
-                and isinstance(record.args, tuple) and record.args:
-            self.crashes.note(str(record.args[0]))
 
     def tasks_json(self) -> dict[str, dict[str, object]]:
         names = [*ALWAYS_RUNNING, "can", "obd", "gnss", *self.crashes.names()]

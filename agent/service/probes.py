@@ -83,18 +83,13 @@ class LoggedError:
 
 
 class ErrorLog(logging.Handler):
-    """Keeps the last warnings and errors of the agent's own loggers (``agent.*``, ``drivers.*``).
-
-    ``when_record`` sees every kept record too: the health check counts the
-    supervisor's "crashed; restarting" lines with it.
-    """
+    """Keeps the last warnings and errors of the agent's own loggers (``agent.*``, ``drivers.*``)."""
 
     LOGGERS = ("agent", "drivers", "headunit")
 
     def __init__(self, size: int = MAX_ERRORS, clock: Clock = time.time) -> None:
         super().__init__(logging.WARNING)
         self.records: deque[LoggedError] = deque(maxlen=size)
-        self.when_record: list[Callable[[logging.LogRecord], None]] = []
         self._clock = clock
 
     def install(self) -> None:
@@ -113,8 +108,6 @@ class ErrorLog(logging.Handler):
                 message += f": {record.exc_info[1]!r}"
             message = " ".join(message.split())[:MAX_MESSAGE]
             self.records.append(LoggedError(record.created, record.levelname, record.name, message))
-            for callback in self.when_record:
-                callback(record)
         except Exception:  # a handler never raises into the code that logged
             self.handleError(record)
 
@@ -124,7 +117,7 @@ class ErrorLog(logging.Handler):
 
 
 class CrashCounter:
-    """Counts crashes per task name within a sliding window."""
+    """Counts crashes per task name within a sliding window (fed by ``Supervisor.when_crashed``)."""
 
     def __init__(self, window: float, clock: Clock = time.monotonic) -> None:
         self.window = window
