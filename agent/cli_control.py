@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,40 @@ COMMANDS = ("contacts",)
 EXIT_FAILED = 1  # the agent refused or failed the request
 EXIT_USAGE = 2  # bad arguments or a refused profile
 EXIT_NO_AGENT = 3  # no agent runs for this profile
+
+
+def ask_agent(profile_file: str, call: Callable[[ControlClient], Awaitable[object]]) -> tuple[int, object]:
+    """Ask the profile's running agent over its control socket: (0, the answer), or an exit
+    status after printing why not (a refused profile, no agent running, the agent refused).
+
+    Every ``headunit`` command that talks to the running agent goes through here; the
+    profile is loaded only to find the socket (the account's password and CA are not needed).
+    """
+    from agent.profile import load_profile
+
+    try:
+        path = socket_path(load_profile(profile_file, local_only=True))
+    except ProfileError as exc:
+        print(f"headunit: profile refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE, None
+    return asyncio.run(_ask(path, call))
+
+
+async def _ask(path: Path, call: Callable[[ControlClient], Awaitable[object]]) -> tuple[int, object]:
+    try:
+        async with ControlClient(path) as client:
+            return 0, await call(client)
+    except AgentNotRunning as exc:
+        print(f"headunit: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT, None
+    except ControlError as exc:
+        print(f"headunit: {exc}", file=sys.stderr)
+        return EXIT_FAILED, None
+
+
+def print_answer(result: object, as_json: bool, for_people: Callable[[], str]) -> None:
+    """The agent's answer: JSON for scripts, else ``for_people()``."""
+    print(json.dumps(result, indent=2, ensure_ascii=False) if as_json else for_people())
 
 ACTIONS = ("approve", "refuse", "remove")
 DONE = {"approve": "approved {jid}: they now see the car's presence",
@@ -56,12 +90,10 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"headunit contacts: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        path = _socket_of(args.profile)
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return asyncio.run(_contacts(path, args))
+    code, result = ask_agent(args.profile, lambda client: _call(client, args))
+    if code == 0:
+        print_answer(result, args.json, lambda: _for_people(args, result))
+    return code
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -72,33 +104,16 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _socket_of(profile_file: str) -> Path:
-    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
-    from agent.profile import load_profile
+async def _call(client: ControlClient, args: argparse.Namespace) -> object:
+    if args.action:
+        return await client.call(f"contacts.{args.action}", jid=args.jid)
+    return await client.call("contacts.pending" if args.pending else "contacts.list")
 
-    return socket_path(load_profile(profile_file, local_only=True))
 
-
-async def _contacts(path: Path, args: argparse.Namespace) -> int:
-    try:
-        async with ControlClient(path) as client:
-            if args.action:
-                result = await client.call(f"contacts.{args.action}", jid=args.jid)
-            else:
-                result = await client.call("contacts.pending" if args.pending else "contacts.list")
-    except AgentNotRunning as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_NO_AGENT
-    except ControlError as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    elif args.action:
-        print(DONE[args.action].format(jid=args.jid))
-    else:
-        print(pending_table(result) if args.pending else contacts_table(result))
-    return 0
+def _for_people(args: argparse.Namespace, result: Any) -> str:
+    if args.action:
+        return DONE[args.action].format(jid=args.jid)
+    return pending_table(result) if args.pending else contacts_table(result)
 
 
 def contacts_table(contacts: Any) -> str:

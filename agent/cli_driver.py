@@ -7,17 +7,13 @@ Asks the running agent on its control socket (``driver.*`` handlers of
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from agent.cli_control import EXIT_FAILED, EXIT_NO_AGENT, EXIT_USAGE, table
-from agent.control import AgentNotRunning, ControlClient, ControlError, socket_path
-from agent.errors import ProfileError
+from agent.cli_control import EXIT_USAGE, ask_agent, print_answer, table
+from agent.control import ControlClient
 
 COMMANDS = ("driver",)
 ACTIONS = ("ack", "accept", "decline")
@@ -57,12 +53,10 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"headunit driver: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        path = _socket_of(args.profile)
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return asyncio.run(_driver(path, args))
+    code, result = ask_agent(args.profile, lambda client: _call(client, args))
+    if code == 0:
+        print_answer(result, args.json, lambda: _for_people(args, result))
+    return code
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -71,27 +65,6 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     if args.action and args.recent:
         return f"--recent lists messages; it does not go with {args.action}"
     return None
-
-
-def _socket_of(profile_file: str) -> Path:
-    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
-    from agent.profile import load_profile
-
-    return socket_path(load_profile(profile_file, local_only=True))
-
-
-async def _driver(path: Path, args: argparse.Namespace) -> int:
-    try:
-        async with ControlClient(path) as client:
-            result = await _call(client, args)
-    except AgentNotRunning as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_NO_AGENT
-    except ControlError as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else _for_people(args, result))
-    return 0
 
 
 async def _call(client: ControlClient, args: argparse.Namespace) -> object:

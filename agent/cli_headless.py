@@ -9,19 +9,14 @@ asked; the agent checks them again (another client may not have).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from agent import headless
-from agent.cli_control import EXIT_FAILED, EXIT_NO_AGENT, EXIT_USAGE, table
-from agent.control import AgentNotRunning, ControlClient, ControlError, socket_path
-from agent.errors import ProfileError
+from agent.cli_control import EXIT_USAGE, ask_agent, print_answer, table
 from agent.policies.presence import OVERRIDE_SHOWS
 from agent.vehicle import paths
 
@@ -128,34 +123,11 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"headunit {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        path = _socket_of(args.profile)
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return asyncio.run(_ask(path, request, args))
-
-
-def _socket_of(profile_file: str) -> Path:
-    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
-    from agent.profile import load_profile
-
-    return socket_path(load_profile(profile_file, local_only=True))
-
-
-async def _ask(path: Path, request: Request, args: argparse.Namespace) -> int:
     cmd, arguments = request
-    try:
-        async with ControlClient(path) as client:
-            result = await client.call(cmd, **arguments)
-    except AgentNotRunning as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_NO_AGENT
-    except ControlError as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else FOR_PEOPLE[cmd](result, args))
-    return 0
+    code, result = ask_agent(args.profile, lambda client: client.call(cmd, **arguments))
+    if code == 0:
+        print_answer(result, args.json, lambda: FOR_PEOPLE[cmd](result, args))
+    return code
 
 
 # -- what to ask ------------------------------------------------------------------------------

@@ -10,16 +10,11 @@ a monitoring check.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from agent.cli_control import EXIT_FAILED, EXIT_NO_AGENT, EXIT_USAGE
-from agent.control import AgentNotRunning, ControlClient, ControlError, socket_path
-from agent.errors import ProfileError
+from agent.cli_control import EXIT_FAILED, ask_agent, print_answer
 
 COMMANDS = ("status",)
 EXIT_HEALTHY = 0
@@ -49,35 +44,13 @@ def add_parsers(commands: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``headunit status``; returns the exit status."""
-    try:
-        path = _socket_of(args.profile)
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return asyncio.run(_ask(path, args.json))
-
-
-def _socket_of(profile_file: str) -> Path:
-    """The control socket of the profile's agent; the account's password and CA are not needed for that."""
-    from agent.profile import load_profile
-
-    return socket_path(load_profile(profile_file, local_only=True))
-
-
-async def _ask(path: Path, as_json: bool) -> int:
-    try:
-        async with ControlClient(path) as client:
-            status = await client.call("status")
-    except AgentNotRunning as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_NO_AGENT
-    except ControlError as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    code, status = ask_agent(args.profile, lambda client: client.call("status"))
+    if code != 0:
+        return code
     if not isinstance(status, dict):
         print(f"headunit: unexpected answer to status: {status!r}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(status, indent=2, ensure_ascii=False) if as_json else status_text(status))
+    print_answer(status, args.json, lambda: status_text(status))
     return EXIT_HEALTHY if status.get("healthy") else EXIT_UNHEALTHY
 
 
