@@ -25,7 +25,6 @@ from agent.commands.media import camera_factory, logs_command, photo_command
 from agent.commands.registry import AgentFacade, Registry
 from agent.commands.telemetry import telemetry_command
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
-from agent.dashboard import Dashboard
 from agent.errors import AgentStartError, AgentTimeout
 from agent.headless import headless_handlers
 from agent.logbook import Logbook, LogbookError
@@ -52,6 +51,7 @@ from agent.xmpp.upload import HttpUploader
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
+    from agent.dashboard import Dashboard
     from drivers.gpio import GpioBoard
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,11 @@ class Agent:
         self.power = IgnitionShutdown(self.state, profile.power, self.presence, self.offers,  # ignition off
                                       telemetry=self.telemetry, is_online=lambda: self.xmpp.is_online,
                                       marker=self.data_dir / POWER_MARKER)
-        self.dashboard = Dashboard(self) if profile.dashboard.enabled else None
+        self.dashboard: Dashboard | None = None
+        if profile.dashboard.enabled:  # imported only then: the web server costs memory a headless car saves
+            from agent.dashboard import Dashboard
+
+            self.dashboard = Dashboard(self)
         self.gpio: GpioBoard | None = None
         self.started_at: float | None = None
         self.online_at: float | None = None

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urldefrag
 
 from agent.cli_control import EXIT_NO_AGENT, EXIT_USAGE
-from agent.dashboard.token import DashboardNotRunning, read_url
 from agent.errors import ProfileError
 
 COMMANDS = ("dashboard",)
@@ -77,6 +76,9 @@ def main(args: argparse.Namespace) -> int:
 
 def live_url(folder: Path) -> str:
     """The published address, once its dashboard answers; NoDashboard otherwise."""
+    # imported here: the agent package's server (aiohttp) stays out of every `headunit` start
+    from agent.dashboard.token import DashboardNotRunning, read_url
+
     try:
         url = read_url(folder)
     except DashboardNotRunning as exc:

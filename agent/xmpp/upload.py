@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-import aiohttp
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
@@ -190,8 +189,10 @@ class HttpUploader:
         self.iq_timeout = iq_timeout
         self.put_timeout = put_timeout
         self._service: UploadService | None = None
-        for plugin in ("xep_0030", "xep_0128", "xep_0363"):
+        for plugin in ("xep_0030", "xep_0128"):
             client.register_plugin(plugin)
+        # xep_0363 is registered at the first slot request: its module imports aiohttp (~10 MB),
+        # which a car that never uploads and shows no dashboard should not carry.
         # A new session may be on another server (or the same one, reconfigured).
         client.add_event_handler("session_start", self._forget_service)
 
@@ -270,6 +271,7 @@ class HttpUploader:
         self, service: UploadService, name: str, size: int, content_type: str
     ) -> Slot:
         """Ask ``service`` for a slot; SlotRefused or UploadTimeout when it will not give one."""
+        self.client.register_plugin("xep_0363")  # idempotent
         upload = self.client.plugin["xep_0363"]
         try:
             iq = await upload.request_slot(
@@ -292,6 +294,8 @@ class HttpUploader:
         self, slot: Slot, data: bytes | AsyncIterator[bytes], size: int, content_type: str
     ) -> None:
         """PUT ``size`` bytes to the slot over verified TLS; PutFailed or UploadTimeout."""
+        import aiohttp  # here: ~10 MB of imports that an agent without the dashboard never needs otherwise
+
         headers = {**slot.headers, "Content-Length": str(size), "Content-Type": content_type}
         timeout = aiohttp.ClientTimeout(total=self.put_timeout, sock_connect=self.iq_timeout)
         connector = aiohttp.TCPConnector(ssl=self.ssl)

@@ -42,6 +42,8 @@ async def main() -> int:
     print("Agent footprint on a local Prosody (3 runs)")
     prints = await footprint.measure()
     fp = footprint.medians(prints)
+    headless_prints = await footprint.measure(headless=True)
+    headless = footprint.medians(headless_prints)
     print("XMPP: presence latency and resumption (private Prosody, TCP proxy)")
     xmpp = await xmpp_figures.measure()
     print("Telemetry bytes on the wire (TLS and stream management included)")
@@ -84,6 +86,7 @@ baseline {', '.join(f'{r.share:.1%}' for r in runs['baseline'])}.
 | start to online (process start → session established) | {fp.online_s:.2f} s | {', '.join(f'{p.online_s:.2f}' for p in prints)} |
 | idle RSS, no calls (5 s after online, demo replay running) | {fp.rss_mb:.1f} MB | {', '.join(f'{p.rss_mb:.1f}' for p in prints)} |
 | idle USS (memory only this process holds) | {fp.uss_mb:.1f} MB | {', '.join(f'{p.uss_mb:.1f}' for p in prints)} |
+| idle RSS without the dashboard (`[dashboard] enabled = false`: no aiohttp until an upload) | {headless.rss_mb:.1f} MB | {', '.join(f'{p.rss_mb:.1f}' for p in headless_prints)} |
 
 Target: idle RSS under 60 MB.
 
