@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,8 +15,8 @@ from agent.cabin import (AlreadyAnswered, DriverPrompts, EmptyPrompt, Notice, Pr
                          PromptNotFound, acknowledgement_text, cabin_control_handlers)
 from agent.cabin.prompts import DECLINED, STOPPED
 from agent.control import ControlClient, ControlError, ControlServer
+from tests.harness.cli import control_profile, headunit
 
-REPO = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # only so a bug cannot hang a test
 
 
@@ -299,30 +297,9 @@ async def test_control_handlers_answer_and_refuse_bad_arguments_clearly(
     assert await asyncio.wait_for(task, WAIT) == DECLINED
 
 
-def write_profile(folder: Path, socket: Path) -> Path:
-    profile = folder / "car.toml"
-    profile.write_text(
-        '[profile]\nname = "Driver CLI test car"\n\n'
-        '[account]\njid = "car@localhost"\npassword_env = "HEADUNIT_TEST_NO_SUCH_VARIABLE"\n\n'
-        f'[control]\nsocket = "{socket}"\n')
-    return profile
-
-
-async def headunit(*args: str) -> tuple[int, str, str]:
-    """``python -m agent ARGS`` as its own process; the event loop keeps serving meanwhile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADUNIT_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_headunit_driver_lists_and_answers(folder: Path, prompts: DriverPrompts,
                                                  control: ControlServer) -> None:
-    profile = str(write_profile(folder, control.path))
+    profile = str(control_profile(folder, control.path))
     rc, out, err = await headunit("driver", profile)
     assert (rc, out.strip()) == (0, "nothing waits for the driver"), err
 
@@ -358,6 +335,6 @@ async def test_headunit_driver_lists_and_answers(folder: Path, prompts: DriverPr
 
 
 async def test_headunit_driver_without_an_agent(folder: Path) -> None:
-    profile = str(write_profile(folder, folder / "nobody.sock"))
+    profile = str(control_profile(folder, folder / "nobody.sock"))
     rc, out, err = await headunit("driver", profile)
     assert rc == 3 and "no agent is running" in err

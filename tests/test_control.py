@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.control import AgentNotRunning, ControlClient, ControlError, ControlServer, ControlStartError
+from tests.harness.cli import control_profile, headunit
 from agent.xmpp.contacts import ContactsError, ContactsPolicy, control_handlers
 from tests.harness.prosody import AccountFactory, ServerInfo
 from tests.test_contacts import Net, Recorder, Signal, subscribe
@@ -241,32 +242,11 @@ async def test_contacts_commands_over_the_socket(net: Net, xmpp_account: Account
 # -- headunit contacts ---------------------------------------------------------------------------------
 
 
-def write_profile(folder: Path, socket: Path) -> Path:
-    profile = folder / "car.toml"
-    profile.write_text(
-        '[profile]\nname = "CLI test car"\n\n'
-        '[account]\njid = "car@localhost"\npassword_env = "HEADUNIT_TEST_NO_SUCH_VARIABLE"\n\n'
-        f'[control]\nsocket = "{socket}"\n')
-    return profile
-
-
-async def headunit(*args: str) -> tuple[int, str, str]:
-    """``python -m agent ARGS`` as its own process; the event loop keeps serving meanwhile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADUNIT_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_headunit_contacts_lists_and_answers_through_the_running_agent(
         net: Net, xmpp_account: AccountFactory, folder: Path,
         car_agent: tuple[str, ContactsPolicy, ControlServer]) -> None:
     car_jid, policy, control = car_agent
-    profile = str(write_profile(folder, control.path))
+    profile = str(control_profile(folder, control.path))
     ann, ann_seen = await stranger_waiting(net, xmpp_account, car_jid, policy, nick="Ann")
     bob, bob_seen = await stranger_waiting(net, xmpp_account, car_jid, policy, nick="Bob")
 
@@ -299,7 +279,7 @@ async def test_headunit_contacts_lists_and_answers_through_the_running_agent(
 
 async def test_headunit_contacts_without_an_agent(folder: Path) -> None:
     socket = folder / "control.sock"
-    profile = str(write_profile(folder, socket))
+    profile = str(control_profile(folder, socket))
     rc, out, err = await headunit("contacts", profile, "--pending")
     assert rc == 3 and out == ""
     assert f"no agent is running for this profile (no socket at {socket})" in err

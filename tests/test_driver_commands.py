@@ -5,9 +5,7 @@ acknowledgement comes back to the operator as a chat message."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from agent.commands.driver import DriverConfirms, message_driver_command
 from agent.commands.registry import (NOT_ASKED, AgentFacade, Command, CommandContext, RateLimiter, Registry,
                                      Result, SpeedIsZero)
 from agent.control import ControlClient, ControlServer
+from tests.harness.cli import control_profile, headunit
 from agent.messages import MessageStore
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
@@ -31,7 +30,6 @@ from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.chat import ChatService
 from tests.harness.clients import WAIT, close_client, log_in, verified_client
 
-REPO = Path(__file__).resolve().parents[1]
 DRIVER = "driver confirms on the dashboard"
 
 
@@ -92,27 +90,6 @@ def guarded(name: str, title: str, ran: list[str], *interlocks: Any) -> Command:
     return Command(name, title, (), handler, interlocks=interlocks)
 
 
-def write_profile(folder: Path, socket: Path) -> Path:
-    profile = folder / "car.toml"
-    profile.write_text(
-        '[profile]\nname = "Driver commands test car"\n\n'
-        '[account]\njid = "car@localhost"\npassword_env = "HEADUNIT_TEST_NO_SUCH_VARIABLE"\n\n'
-        f'[control]\nsocket = "{socket}"\n')
-    return profile
-
-
-async def headunit(*args: str) -> tuple[int, str, str]:
-    """``python -m agent ARGS`` as its own process; the event loop keeps serving meanwhile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADUNIT_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 @pytest.fixture
 async def rig(prosody_server: Any, xmpp_account: Any) -> AsyncIterator[Rig]:
     folder = Path(tempfile.mkdtemp(prefix="hu-drv-"))  # short: the control socket's path must fit
@@ -150,7 +127,7 @@ async def rig(prosody_server: Any, xmpp_account: Any) -> AsyncIterator[Rig]:
         await chat.wait_for_catch_up(WAIT)
         service.start()
         await control.start()
-        yield Rig(car, operator, prompts, control, audit, state, write_profile(folder, control.path), ran,
+        yield Rig(car, operator, prompts, control, audit, state, control_profile(folder, control.path), ran,
                   chat_in, asked)
     finally:
         await control.stop()

@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,35 +23,15 @@ import pytest
 
 from agent.app import Agent
 from agent.control import ControlClient, ControlError
+from tests.harness.cli import control_profile, headunit
 from agent.headless import is_moving
 from agent.profile.model import FleetConfig
 from agent.vehicle import paths
-from tests.harness.agentproc import REPO, Watcher, demo_profile, wait_until
+from tests.harness.agentproc import Watcher, demo_profile, wait_until
 from tests.harness.prosody import AccountFactory, ServerInfo
 
 SPEED = 20.0  # the 353 s drive in about 18 s; driving from about 2 s to 16 s
 WAIT = 30.0  # generous: only there so a broken agent cannot hang a test
-
-
-async def headunit(*args: str) -> tuple[int, str, str]:
-    """``python -m agent ARGS`` as its own process; this event loop (and the agent) keeps running meanwhile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADUNIT_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args, cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(WAIT):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def cli_profile(folder: Path, socket: Path) -> str:
-    """A profile for the command line: just enough to find the agent's control socket."""
-    profile = folder / "cli.toml"
-    profile.write_text('[profile]\nname = "Headless CLI"\n\n'
-                       '[account]\njid = "car@localhost"\npassword_env = "HEADUNIT_TEST_NO_SUCH_VARIABLE"\n\n'
-                       f'[control]\nsocket = "{socket}"\n')
-    return str(profile)
 
 
 @contextlib.asynccontextmanager
@@ -73,7 +51,7 @@ async def running_agent(server: ServerInfo, car: tuple[str, str], operator: str,
     try:
         await agent.start()
         await agent.xmpp.wait_online(WAIT)
-        yield agent, cli_profile(agent.data_dir, agent.control.path)
+        yield agent, str(control_profile(agent.data_dir, agent.control.path, "Headless CLI"))
     finally:
         await asyncio.wait_for(agent.stop(), 15)
         shutil.rmtree(agent.data_dir, ignore_errors=True)
@@ -239,7 +217,7 @@ async def test_bad_arguments_are_refused_with_clear_errors(
 
 
 async def test_without_an_agent_the_exit_status_is_3(tmp_path: Path) -> None:
-    cli = cli_profile(tmp_path, tmp_path / "nobody.sock")
+    cli = str(control_profile(tmp_path, tmp_path / "nobody.sock", "Headless CLI"))
     for args in (("state", cli), ("chat", cli, "send", "ann@example.org", "hi"), ("presence", cli, "auto")):
         rc, out, err = await headunit(*args)
         assert (rc, out) == (3, ""), (args, err)

@@ -34,6 +34,7 @@ import pytest
 
 from agent.app import EXIT_RESTART, Agent
 from agent.control import ControlClient, ControlError
+from tests.harness.cli import headunit
 from agent.errors import ProfileError
 from agent.profile import load_profile
 from agent.profile.model import ServiceConfig, StorageConfig
@@ -379,15 +380,7 @@ def terminate(agent: AgentProcess) -> int:
 
 async def headunit_status(profile: Path, data_dir: str, *args: str) -> tuple[int, str, str]:
     """``headunit status PROFILE ARGS`` as its own process, as an admin would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADUNIT_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "status", str(profile), *args, cwd=REPO,
-        env={**env, "HEADUNIT_DATA_DIR": data_dir},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(WAIT):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await headunit("status", str(profile), *args, env={"HEADUNIT_DATA_DIR": data_dir}, timeout=WAIT)
 
 
 def labelled(out: str) -> dict[str, str]:
