@@ -42,6 +42,30 @@ def xmpp_account(prosody: Prosody) -> AccountFactory:
     return register
 
 
+@pytest.fixture(scope="session")
+def upload_prosody(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Prosody]:
+    """A second Prosody, with the XEP-0363 upload component (the session's has none), started once."""
+    with Prosody(tmp_path_factory.mktemp("upload"), pki=pki, upload=True) as server:
+        yield server
+
+
+@pytest.fixture
+def upload_server(upload_prosody: Prosody) -> ServerInfo:
+    """Where the car finds the upload server and its CA."""
+    return upload_prosody.server_info()
+
+
+@pytest.fixture
+def upload_account(upload_prosody: Prosody) -> AccountFactory:
+    """Factory: a fresh account on the upload server, as (jid, password)."""
+
+    def register(prefix: str = "user") -> tuple[str, str]:
+        password = secrets.token_urlsafe(16)
+        return upload_prosody.register(f"{prefix}-{secrets.token_hex(4)}", password), password
+
+    return register
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers used under tests/."""
     config.addinivalue_line("markers", "slow: takes more than a few seconds")

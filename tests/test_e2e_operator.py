@@ -17,7 +17,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,10 @@ from slixmpp.plugins.xep_0004 import Form
 
 from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
 from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.pki import Pki
 from tests.harness.prosody import Prosody, ServerInfo
 
 DEMO_JPEGS = {p.read_bytes() for p in (REPO / "profiles" / "demo" / "camera").glob("*.jpg")}
 WAIT = 30
-
-
-@pytest.fixture(scope="module")
-def upload_prosody(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Prosody]:
-    with Prosody(tmp_path_factory.mktemp("e2e-upload"), pki=pki, upload=True) as server:
-        yield server
 
 
 def submit(**values: str) -> Form:

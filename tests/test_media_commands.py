@@ -36,8 +36,7 @@ from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.upload import HttpUploader
 from drivers.camera import Camera, create_camera
 from tests.harness.clients import WAIT, close_client, log_in, verified_client
-from tests.harness.pki import Pki
-from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+from tests.harness.prosody import AccountFactory, ServerInfo
 
 DEMO_CAMERA = Path(__file__).resolve().parent.parent / "profiles" / "demo" / "camera"
 DEMO_STILLS = {p.read_bytes() for p in DEMO_CAMERA.glob("*.jpg")}
@@ -97,27 +96,6 @@ async def rig_on(server: ServerInfo, account: AccountFactory, tmp_path: Path,
         for client in (car, operator):
             await close_client(client)
         audit.close()
-
-
-@pytest.fixture(scope="module")
-def upload_prosody(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Prosody]:
-    """A Prosody with the upload component (the session's has none)."""
-    with Prosody(tmp_path_factory.mktemp("media-upload"), pki=pki, upload=True) as server:
-        yield server
-
-
-@pytest.fixture
-def upload_server(upload_prosody: Prosody) -> ServerInfo:
-    return upload_prosody.server_info()
-
-
-@pytest.fixture
-def upload_account(upload_prosody: Prosody) -> AccountFactory:
-    def register(prefix: str = "user") -> tuple[str, str]:
-        password = secrets.token_urlsafe(16)
-        return upload_prosody.register(f"{prefix}-{secrets.token_hex(4)}", password), password
-
-    return register
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
 import ssl
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ from agent.xmpp.upload import (
 )
 from drivers.camera import create_camera
 from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.pki import Pki, make_pki
-from tests.harness.prosody import UPLOAD_SIZE_LIMIT, AccountFactory, Prosody, ServerInfo
+from tests.harness.pki import make_pki
+from tests.harness.prosody import UPLOAD_SIZE_LIMIT, AccountFactory, ServerInfo
 
 DEMO_CAMERA = Path(__file__).resolve().parent.parent / "profiles" / "demo" / "camera"
 BIG = 5 * 1024 * 1024
@@ -66,30 +65,6 @@ async def connect_car(server: ServerInfo, jid: str, password: str, ca_file: Path
     client.add_filter("out", car.record)
     await log_in(client, server, presence=False)
     return car
-
-
-@pytest.fixture(scope="module")
-def upload_prosody(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Prosody]:
-    """A Prosody with the upload component (the session's has none)."""
-    with Prosody(tmp_path_factory.mktemp("upload"), pki=pki, upload=True) as server:
-        yield server
-
-
-@pytest.fixture
-def upload_server(upload_prosody: Prosody) -> ServerInfo:
-    """Where the car finds the upload server and its CA."""
-    return upload_prosody.server_info()
-
-
-@pytest.fixture
-def upload_account(upload_prosody: Prosody) -> AccountFactory:
-    """Factory: a fresh account on the upload server, as (jid, password)."""
-
-    def register(prefix: str = "car") -> tuple[str, str]:
-        password = secrets.token_urlsafe(16)
-        return upload_prosody.register(f"{prefix}-{secrets.token_hex(4)}", password), password
-
-    return register
 
 
 @pytest.fixture
