@@ -69,12 +69,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@touch $@
 
 run: setup
-	@$(PY) -m tests.harness.devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
+	@$(PY) -m devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
 	  --account car --account operator --account fleet -- \
 	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
 
 watch: venv
-	@$(PY) -m tests.harness.watch --folder $(RUN_DIR)
+	@$(PY) -m devserver.watch --folder $(RUN_DIR)
 
 typecheck: setup
 	@$(PY) -m mypy

@@ -113,8 +113,7 @@ class Agent:
         self.started_at: float | None = None
         self.online_at: float | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self.xmpp.when_online.append(self._on_online)
-        self.xmpp.when_offline.append(self._on_offline)
+        self._unsubscribe += [self.xmpp.online.listen(self._on_online), self.xmpp.offline.listen(self._on_offline)]
 
     def _registry(self) -> Registry:
         """The commands operators may run: the agent's own, then the profile's vehicle actions."""
@@ -288,13 +287,13 @@ class Agent:
         """XEP-0352: with the ignition off nobody looks at the dashboard; the server may hold back."""
         self.xmpp.set_active(event.new.value != VehicleMode.OFF.value)
 
-    def _on_online(self) -> None:
+    def _on_online(self, _: None) -> None:
         if self.online_at is None and self.started_at is not None:
             self.online_at = time.monotonic()
             log.info("online %.2f s after start", self.online_at - self.started_at)
         self._set_led("ON")
 
-    def _on_offline(self) -> None:
+    def _on_offline(self, _: None) -> None:
         self._set_led("BLINK_SLOW")
 
     def _set_led(self, name: str) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.cabin.offers import Offers
+from agent.events import Event
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import PowerConfig
 from agent.storage import StorageError, atomic_write
@@ -77,7 +78,7 @@ class IgnitionShutdown:
                  marker: Path | None = None, hang_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.phase = Phase.IDLE
-        self.when_changed: list[Callable[[], None]] = []  # after each change of phase (sd_notify STATUS)
+        self.changed: Event[Phase] = Event("power phase")  # after each change of phase (sd_notify STATUS)
         self._state = state
         self._presence = presence
         self._offers = offers
@@ -324,8 +325,4 @@ class IgnitionShutdown:
         self.phase = phase
         if phase is not Phase.COUNTING_DOWN:
             self._deadline = None
-        for callback in list(self.when_changed):
-            try:
-                callback()
-            except Exception:
-                log.exception("power listener %r failed", callback)
+        self.changed.emit(phase)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from agent.events import Event
 from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ class Supervisor:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.when_crashed: list[Callable[[str], None]] = []  # called with the task's name at each crash
+        self.crashed: Event[str] = Event("task crash")  # with the task's name, at each crash
 
     def start(self, name: str, factory: TaskFactory, *, restart: bool = True,
               backoff: Backoff | None = None) -> None:
@@ -39,11 +40,7 @@ class Supervisor:
             except Exception:
                 delay = backoff.next_delay()
                 log.exception("%s crashed; restarting in %.1f s", name, delay)
-                for callback in list(self.when_crashed):
-                    try:
-                        callback(name)
-                    except Exception:
-                        log.exception("crash listener %r failed", callback)
+                self.crashed.emit(name)
                 await asyncio.sleep(delay)
 
     def is_running(self, name: str) -> bool:

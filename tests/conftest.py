@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.pki import Pki, make_pki
-from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+from devserver.pki import Pki, make_pki
+from devserver.prosody import AccountFactory, Prosody, ServerInfo
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from agent.vehicle.state import VehicleState
 from agent.xmpp.adhoc import AdHocService
 from drivers.can.port import CanPort
 from drivers.can.sender import BusLink, CanSender, PortLink
-from tests.harness.clients import WAIT, close_client, log_in, verified_client
+from devserver.clients import WAIT, close_client, log_in, verified_client
 
 LOCK = CanAction("lock", "Lock the doors", (CanFrame(0x2F0, bytes([1, 0, 0, 0, 0, 0, 0, 0])),),
                  modes=("parked", "off"))

@@ -19,7 +19,7 @@ from agent.commands.registry import AgentFacade, RateLimiter
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.adhoc import AdHocService
-from tests.harness.clients import WAIT, close_client, log_in, verified_client
+from devserver.clients import WAIT, close_client, log_in, verified_client
 
 
 

@@ -15,7 +15,7 @@ from agent.app import Agent
 from agent.profile.model import GnssConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import REPO, AgentProcess, demo_profile, wait_until
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 
 def headunit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from agent.messages import MessageError, MessageStore, StoredMessage
 from agent.messages.store import MAX_BODY_BYTES, TRUNCATED
 from agent.xmpp.chat import NS_RECEIPTS, NS_SID, ChatService
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0
 
@@ -128,7 +128,7 @@ async def start_car(server: ServerInfo, jid: str, password: str, db: Path, *, pr
     chat = ChatService(client, store)
     car = Car(client, store, chat, [], [], [])
     cleanup.append(car.stop)
-    chat.when_message.append(car.new.append)
+    chat.new_message.listen(car.new.append)
     client.add_event_handler("message", lambda msg: car.live_bodies.append(msg["body"]))
     client.register_handler(Callback("test: archive results", StanzaPath("message/mam_result"),
                                      lambda msg: _note_archived(car, msg)))
@@ -226,7 +226,7 @@ async def test_a_message_out_carries_an_origin_id_and_ends_delivered(
     alice = await peer(prosody_server, alice_jid, alice_password, cleanup=cleanup)
 
     progress: list[str | None] = []
-    car.chat.when_progress.append(lambda m: progress.append(m.state))
+    car.chat.progress.listen(lambda m: progress.append(m.state))
     message = await car.chat.send(alice_jid, "Arriving in 10 minutes")
     assert message.state in ("sent", "acked", "delivered") and message.origin_id
     await until(lambda: len(alice.messages) == 1, "the message at the contact")

@@ -16,7 +16,7 @@ import slixmpp
 
 from agent.profile.model import ContactsConfig
 from agent.xmpp.contacts import ContactsError, ContactsPolicy, PendingRequest, clean_text, is_operator
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0
 
@@ -185,7 +185,7 @@ async def test_an_operator_is_approved_at_once_filed_in_the_fleet_group_and_sees
     op_jid, op_pw = xmpp_account("op")
     car, policy = await net.car(car_jid, car_pw, operators=(op_jid,))
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     operator = await net.connect(op_jid, op_pw)
     seen = Recorder(operator, car_jid)
 
@@ -208,7 +208,7 @@ async def test_a_whole_operator_domain_is_approved(net: Net, xmpp_account: Accou
     car, policy = await net.car(car_jid, car_pw, operators=(f"@{prosody_server.domain}",),
                               config=ContactsConfig(operator_group="Dispatch"))
     changed = Signal()
-    policy.when_changed.append(changed)
+    policy.changed.listen(changed)
     operator = await net.connect(op_jid, op_pw)
     seen = Recorder(operator, car_jid)
     subscribe(operator, car_jid)
@@ -236,7 +236,7 @@ async def test_a_stranger_waits_for_the_driver_and_once_approved_sees_the_car(
     ann_jid, ann_pw = xmpp_account("ann")
     car, policy = await net.car(car_jid, car_pw)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     ann = await net.connect(ann_jid, ann_pw)
     seen = Recorder(ann, car_jid)
     before = time.time()
@@ -264,7 +264,7 @@ async def test_the_driver_refuses_a_stranger(net: Net, xmpp_account: AccountFact
     bob_jid, bob_pw = xmpp_account("bob")
     car, policy = await net.car(car_jid, car_pw)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     bob = await net.connect(bob_jid, bob_pw)
     seen = Recorder(bob, car_jid)
     subscribe(bob, car_jid)
@@ -283,7 +283,7 @@ async def test_with_unknown_refuse_a_stranger_is_refused_at_once(net: Net, xmpp_
     eve_jid, eve_pw = xmpp_account("eve")
     car, policy = await net.car(car_jid, car_pw, config=ContactsConfig(unknown="refuse"))
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     eve = await net.connect(eve_jid, eve_pw)
     seen = Recorder(eve, car_jid)
     subscribe(eve, car_jid)
@@ -297,7 +297,7 @@ async def test_a_pending_request_outlives_a_restart_of_the_car(net: Net, xmpp_ac
     ann_jid, ann_pw = xmpp_account("ann")
     car, policy = await net.car(car_jid, car_pw)
     first = Signal()
-    policy.when_pending.append(first)
+    policy.request_pending.listen(first)
     ann = await net.connect(ann_jid, ann_pw)
     seen = Recorder(ann, car_jid)
     subscribe(ann, car_jid, nick="Ann", status="from the road")
@@ -310,7 +310,7 @@ async def test_a_pending_request_outlives_a_restart_of_the_car(net: Net, xmpp_ac
 
     def attach(client: slixmpp.ClientXMPP) -> None:
         new_policy = ContactsPolicy(client, ContactsConfig(), ())
-        new_policy.when_pending.append(again)
+        new_policy.request_pending.listen(again)
         new_policy.start()
         net.policies.append(new_policy)
 
@@ -356,7 +356,7 @@ async def test_an_operator_who_unsubscribes_is_let_go(net: Net, xmpp_account: Ac
     op_jid, op_pw = xmpp_account("op")
     car, policy = await net.car(car_jid, car_pw, operators=(op_jid,))
     changed = Signal()
-    policy.when_changed.append(changed)
+    policy.changed.listen(changed)
     operator = await net.connect(op_jid, op_pw)
     seen = Recorder(operator, car_jid)
     subscribe(operator, car_jid)
@@ -377,7 +377,7 @@ async def test_the_car_asks_for_a_contacts_presence_and_is_later_cancelled(
     op_jid, op_pw = xmpp_account("op")
     car, policy = await net.car(car_jid, car_pw)
     changed = Signal()
-    policy.when_changed.append(changed)
+    policy.changed.listen(changed)
     operator = await net.connect(op_jid, op_pw, status="At the depot")
     seen = Recorder(operator, car_jid)
 
@@ -421,8 +421,8 @@ async def test_a_stranger_who_withdraws_the_request_leaves_the_pending_list(
     ann_jid, ann_pw = xmpp_account("ann")
     _, policy = await net.car(car_jid, car_pw)
     pending, changed = Signal(), Signal()
-    policy.when_pending.append(pending)
-    policy.when_changed.append(changed)
+    policy.request_pending.listen(pending)
+    policy.changed.listen(changed)
     ann = await net.connect(ann_jid, ann_pw)
     subscribe(ann, car_jid)
     await pending.wait_for(lambda r: r.jid == ann_jid, "a pending request")
@@ -454,7 +454,7 @@ async def test_requests_from_the_cars_own_account_or_no_valid_sender_are_dropped
     ann_jid, ann_pw = xmpp_account("ann")
     car, policy = await net.car(car_jid, car_pw)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     caplog.set_level(logging.WARNING, logger="agent.xmpp.contacts")
     inject(car,
            f"<presence type='subscribe' from='{car_jid}/other' to='{car_jid}/headunit'/>",
@@ -491,7 +491,7 @@ async def test_beyond_the_cap_the_oldest_real_requester_is_refused(net: Net, xmp
     accounts = [xmpp_account(f"fan{i}") for i in range(3)]
     _, policy = await net.car(car_jid, car_pw, max_pending=2)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     fans = [await net.connect(jid, pw) for jid, pw in accounts]
     first_seen = Recorder(fans[0], car_jid)
     for (jid, _), fan in zip(accounts, fans):
@@ -506,7 +506,7 @@ async def test_a_repeated_request_is_one_request(net: Net, xmpp_account: Account
     ann_jid, ann_pw = xmpp_account("ann")
     car, policy = await net.car(car_jid, car_pw)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     marker = Signal()
     car.add_event_handler("message", lambda m: marker(m["body"]))
     ann = await net.connect(ann_jid, ann_pw)
@@ -523,7 +523,7 @@ async def test_hostile_text_in_a_request_is_cleaned_and_bounded(net: Net, xmpp_a
     eve_jid, eve_pw = xmpp_account("eve")
     _, policy = await net.car(car_jid, car_pw)
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     eve = await net.connect(eve_jid, eve_pw)
     subscribe(eve, car_jid, nick="E\u202eve\tthe\nnick", status="line one\nline two\t" + "x" * 5000)
     request = await pending.wait_for(lambda r: r.jid == eve_jid, "the request")

@@ -19,7 +19,7 @@ import pytest
 from agent.control import AgentNotRunning, ControlClient, ControlError, ControlServer, ControlStartError
 from tests.harness.cli import control_profile, headunit
 from agent.xmpp.contacts import ContactsError, ContactsPolicy, control_handlers
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 from tests.test_contacts import Net, Recorder, Signal, subscribe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ async def stranger_waiting(net: Net, xmpp_account: AccountFactory, car_jid: str,
                            nick: str = "Ann") -> tuple[str, Recorder]:
     jid, password = xmpp_account("ann")
     pending = Signal()
-    policy.when_pending.append(pending)
+    policy.request_pending.listen(pending)
     client = await net.connect(jid, password)
     seen = Recorder(client, car_jid)
     subscribe(client, car_jid, nick=nick, status="hello")

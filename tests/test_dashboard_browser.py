@@ -25,8 +25,8 @@ from agent.profile.model import FleetConfig, Profile, SessionConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import Watcher, demo_profile, wait_until
 from tests.harness.browser import VIEWPORTS, Tab, chromium
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import AccountFactory, ServerInfo
 from tests.harness.screenshots import OperatorClient, stranger_asks
 from tests.harness.tcpproxy import TcpProxy
 

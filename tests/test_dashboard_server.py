@@ -36,8 +36,8 @@ from agent.errors import AgentStartError
 from agent.profile.model import DashboardConfig, FleetConfig, Profile
 from agent.vehicle import paths
 from tests.harness.agentproc import REPO, Watcher, demo_profile, wait_until
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import AccountFactory, ServerInfo
 
 WAIT = 20.0  # generous: only there so that a broken agent cannot hang a test
 FAST = 30.0  # the 353 s drive in about 12 s

@@ -28,7 +28,7 @@ from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.chat import ChatService
-from tests.harness.clients import WAIT, close_client, log_in, verified_client
+from devserver.clients import WAIT, close_client, log_in, verified_client
 
 DRIVER = "driver confirms on the dashboard"
 

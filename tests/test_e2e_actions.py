@@ -19,8 +19,8 @@ from agent.commands.audit import AuditLog
 from agent.profile.model import FleetConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import demo_profile, wait_until
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import AccountFactory, ServerInfo
 
 SPEED = 30.0  # the 353 s drive in about 12 s
 LOCK = (0x2F0, bytes([1, 0, 0, 0, 0, 0, 0, 0]))

@@ -11,8 +11,8 @@ import pytest
 from slixmpp.plugins.xep_0004 import Form
 
 from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import Prosody
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import Prosody
 
 
 def submit(**values: str) -> Form:

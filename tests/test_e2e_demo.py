@@ -11,7 +11,7 @@ import pytest
 
 from agent.profile import load_profile
 from tests.harness.agentproc import DEMO_PROFILE, AgentProcess, Watcher
-from tests.harness.prosody import Prosody
+from devserver.prosody import Prosody
 
 SPEED = 5.0  # fast enough for the suite; slow enough that a busy machine does not stall values stale
 EXPECTED = Path(DEMO_PROFILE).parent / "demo" / "expected_modes.json"

@@ -10,8 +10,8 @@ import pytest
 import slixmpp
 
 from tests.harness.agentproc import DEMO_PROFILE, AgentProcess
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import Prosody, ServerInfo
 
 GEOLOC = "http://jabber.org/protocol/geoloc"
 

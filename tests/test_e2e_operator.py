@@ -26,8 +26,8 @@ import slixmpp
 from slixmpp.plugins.xep_0004 import Form
 
 from tests.harness.agentproc import DEMO_PROFILE, REPO, AgentProcess
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import Prosody, ServerInfo
 
 DEMO_JPEGS = {p.read_bytes() for p in (REPO / "profiles" / "demo" / "camera").glob("*.jpg")}
 WAIT = 30

@@ -14,8 +14,8 @@ from agent.telemetry.queue import Sample, _sample
 from agent.profile.model import TelemetryConfig
 from agent.xmpp.pubsub import node_name
 from tests.harness.agentproc import AgentProcess
-from tests.harness.fleet import FleetReceiver
-from tests.harness.prosody import Prosody
+from devserver.fleet import FleetReceiver
+from devserver.prosody import Prosody
 
 SPEED = 10.0
 

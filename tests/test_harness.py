@@ -23,8 +23,8 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from slixmpp import ClientXMPP
 
-from tests.harness.pki import Pki, make_pki
-from tests.harness.prosody import (
+from devserver.pki import Pki, make_pki
+from devserver.prosody import (
     HOST,
     AccountFactory,
     Prosody,
@@ -462,8 +462,8 @@ def devserver_args(folder: Path) -> list[str]:
 
 
 def devserver(action: str, *args: str) -> list[str]:
-    """``python -m tests.harness.devserver ACTION ARGS``."""
-    return [sys.executable, "-m", "tests.harness.devserver", action, *args]
+    """``python -m devserver ACTION ARGS``."""
+    return [sys.executable, "-m", "devserver", action, *args]
 
 
 @pytest.mark.timeout(60)

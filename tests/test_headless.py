@@ -28,7 +28,7 @@ from agent.headless import is_moving
 from agent.profile.model import FleetConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import Watcher, demo_profile, wait_until
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 SPEED = 20.0  # the 353 s drive in about 18 s; driving from about 2 s to 16 s
 WAIT = 30.0  # generous: only there so a broken agent cannot hang a test

@@ -36,8 +36,8 @@ from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.state import VehicleState
 from agent.xmpp.pubsub import node_name
 from tests.harness.agentproc import Watcher, demo_profile, wait_until
-from tests.harness.fleet import FleetReceiver
-from tests.harness.prosody import Prosody
+from devserver.fleet import FleetReceiver
+from devserver.prosody import Prosody
 
 IGNITION_PIN = 22
 WAIT = 20.0  # generous: only so a broken agent cannot hang the test
@@ -189,7 +189,7 @@ async def test_ignition_off_flushes_shows_off_withdraws_offers_then_powers_off(
     async with Car(prosody, tmp_path) as car:
         agent = await started(car)
         sent: list[tuple[float, PresenceUpdate | None]] = []
-        agent.presence.when_changed.append(lambda: sent.append((time.monotonic(), agent.presence.last)))
+        agent.presence.changed.listen(lambda _: sent.append((time.monotonic(), agent.presence.last)))
         try:
             await switch_on(agent)
             offer = agent.offers.offer_call("friend@example.org", ["audio"])

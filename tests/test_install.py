@@ -27,7 +27,7 @@ import pytest
 
 from agent import __version__
 from tests.harness.agentproc import REPO, AgentProcess
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -21,7 +21,7 @@ from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.location import (NODE, LocationPublisher, Position, Throttle, current_position, geoloc_element,
                                  rounding_error_m)
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0
 FIX_TIME = 1776471120.0  # 2026-04-18T00:12:00Z, the demo drive's start

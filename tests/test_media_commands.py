@@ -35,8 +35,8 @@ from agent.vehicle.state import VehicleState
 from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.upload import HttpUploader
 from drivers.camera import Camera, create_camera
-from tests.harness.clients import WAIT, close_client, log_in, verified_client
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.clients import WAIT, close_client, log_in, verified_client
+from devserver.prosody import AccountFactory, ServerInfo
 
 DEMO_CAMERA = Path(__file__).resolve().parent.parent / "profiles" / "demo" / "camera"
 DEMO_STILLS = {p.read_bytes() for p in DEMO_CAMERA.glob("*.jpg")}

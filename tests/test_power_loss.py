@@ -36,9 +36,9 @@ from agent.profile.model import TelemetryConfig
 from agent.telemetry.queue import Sample, _sample
 from agent.xmpp.pubsub import node_name
 from tests.harness.agentproc import AgentProcess, demo_profile
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.fleet import FleetReceiver
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.fleet import FleetReceiver
+from devserver.prosody import Prosody, ServerInfo
 
 DATABASES = ("messages.db", "telemetry.db", "telemetry-rules.db", "audit.db", "cabin.db")
 SEED = int(os.environ.get("HEADUNIT_CUT_SEED", "6"))  # another seed, another set of moments

@@ -121,7 +121,7 @@ async def test_the_drivers_override_holds_through_mode_changes_until_automatic()
     sink = Sink()
     policy = PresencePolicy(state, PresencePolicyConfig(min_text_interval=30.0), sink, monotonic=ManualTime())
     changes: list[bool] = []
-    policy.when_changed.append(lambda: changes.append(policy.is_automatic))
+    policy.changed.listen(lambda _: changes.append(policy.is_automatic))
     state.update(paths.MODE, "parked", "agent")
     policy.start()
     policy.override("dnd", "Busy\nnow")

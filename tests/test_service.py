@@ -42,7 +42,7 @@ from agent.service.debug import MARKER
 from agent.service.notify import Notifier, watchdog_interval
 from drivers.backoff import Backoff
 from tests.harness.agentproc import REPO, AgentProcess, wait_until
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 
 UNITS = REPO / "systemd"
 AGENT_UNIT, KIOSK_UNIT = UNITS / "headunit.service", UNITS / "headunit-kiosk.service"

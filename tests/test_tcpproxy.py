@@ -26,7 +26,7 @@ import pytest
 from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqTimeout
 
-from tests.harness.prosody import AccountFactory, ServerInfo
+from devserver.prosody import AccountFactory, ServerInfo
 from tests.harness.tcpproxy import HOLD_LIMIT, TcpProxy, ThreadedTcpProxy
 
 HOST = "127.0.0.1"

@@ -36,7 +36,7 @@ from agent.telemetry.rules import TelemetryPolicy
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.adhoc import AdHocService
-from tests.harness.clients import WAIT, close_client, log_in, verified_client
+from devserver.clients import WAIT, close_client, log_in, verified_client
 
 SPEED_RULE = TelemetryRule(paths.SPEED, every=30.0, change=5.0)
 RPM_RULE = TelemetryRule(paths.ENGINE_SPEED, change=100.0)

@@ -29,10 +29,10 @@ from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.pubsub import NodeSetupError, PublishError, TelemetryPublisher, node_name
 from drivers.backoff import Backoff
-from tests.harness.clients import close_client
-from tests.harness.fleet import FleetProsody, FleetReceiver
-from tests.harness.pki import Pki
-from tests.harness.prosody import ServerInfo
+from devserver.clients import close_client
+from devserver.fleet import FleetProsody, FleetReceiver
+from devserver.pki import Pki
+from devserver.prosody import ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 from tests.test_telemetry_codec import realistic_batch, to_ms
 

@@ -153,10 +153,11 @@ async def test_listeners_hear_of_every_change_and_a_failing_one_is_contained(tmp
     queue = TelemetryQueue(tmp_path / "t.db")
     heard: list[int] = []
 
-    def broken() -> None:
+    def broken(_: object) -> None:
         raise RuntimeError("listener bug")
 
-    queue.when_changed += [broken, lambda: heard.append(queue.pending())]
+    queue.changed.listen(broken)
+    queue.changed.listen(lambda _: heard.append(queue.pending()))
     await queue.record(samples(0, 3))
     batch = await queue.next_batch(2)
     assert batch is not None

@@ -35,9 +35,9 @@ from agent.xmpp.upload import (
     sanitize_filename,
 )
 from drivers.camera import create_camera
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.pki import make_pki
-from tests.harness.prosody import UPLOAD_SIZE_LIMIT, AccountFactory, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.pki import make_pki
+from devserver.prosody import UPLOAD_SIZE_LIMIT, AccountFactory, ServerInfo
 
 DEMO_CAMERA = Path(__file__).resolve().parent.parent / "profiles" / "demo" / "camera"
 BIG = 5 * 1024 * 1024

@@ -15,8 +15,8 @@ from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
 from agent.xmpp.client import XmppSession
 from drivers.backoff import Backoff
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import AccountFactory, Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 
 FAST = SessionConfig(ping_interval=2.0, ping_timeout=2.0, reconnect_initial=0.3, reconnect_cap=1.0)
@@ -119,7 +119,7 @@ async def test_after_a_server_restart_a_fresh_session_starts_and_presence_is_res
         car = server.register("car", "pw-car")
         session = car_session(info, info.port, car, "pw-car")
         starts: list[float] = []
-        session.when_session_start.append(lambda: starts.append(time.monotonic()))
+        session.fresh_session.listen(lambda _: starts.append(time.monotonic()))
         session.send_presence_update(PresenceUpdate("dnd", "Driving · 40 km/h", 0))
         session.start()
         try:

@@ -17,9 +17,9 @@ from agent.xmpp.contacts import ContactsPolicy
 from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
 from tests.harness.agentproc import Watcher
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.pki import make_pki
-from tests.harness.prosody import AccountFactory, Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.pki import make_pki
+from devserver.prosody import AccountFactory, Prosody, ServerInfo
 
 
 def account(server: ServerInfo, jid: str, password: str, ca: Path | None = None) -> AccountConfig:

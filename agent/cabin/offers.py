@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.events import Event
 from agent.cabin.errors import AlreadyAnswered, CabinError, PromptNotFound
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Offers:
         self.max_pending = max_pending
         self.clock = clock
         self._open: dict[str, Offer] = {}
-        self._listeners: list[OfferListener] = []
+        self._events: Event[Offer] = Event("driver offer")
 
     def offer_call(self, peer: str, media: Sequence[str]) -> Offer:
         """An incoming call from ``peer`` with ``media`` ("audio", "video")."""
@@ -115,8 +116,7 @@ class Offers:
 
     def listen(self, listener: OfferListener) -> Callable[[], None]:
         """Call ``listener`` with each offer that appears or ends; returns the unsubscribe."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._events.listen(listener)
 
     def close(self) -> None:
         """The agent stops: every open offer is withdrawn."""
@@ -156,11 +156,7 @@ class Offers:
             self._tell(offer)
 
     def _tell(self, offer: Offer) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(offer)
-            except Exception:
-                log.exception("offer listener %r failed on offer %s", listener, offer.id)
+        self._events.emit(offer)
 
     def _new_id(self) -> str:
         while (ident := secrets.token_hex(3)) in self._open:

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from agent.events import Event
 from agent.cabin.errors import AlreadyAnswered, PromptNotFound
 from agent.cabin.notices import FILE, KEEP, Notice, NoticeStore, clean_sender, clean_text
 
@@ -103,7 +104,7 @@ class DriverPrompts:
         self._waiting: dict[int, Notice] = {n.id: n for n in self._store.waiting_at_start()}
         self._questions: dict[str, tuple[Confirmation, asyncio.Future[str | None]]] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()  # question id -> how it ended
-        self._listeners: list[Listener] = []
+        self._events: Event[PromptEvent] = Event("driver prompt")
         if self._waiting:
             log.info("%d message(s) for the driver still wait for an acknowledgement", len(self._waiting))
 
@@ -126,13 +127,7 @@ class DriverPrompts:
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` on every :class:`PromptEvent`; returns the unsubscribe."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._events.listen(listener)
 
     # -- notices -----------------------------------------------------------------------
 
@@ -235,11 +230,7 @@ class DriverPrompts:
     # -- the rest ----------------------------------------------------------------------
 
     def _emit(self, event: PromptEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("driver prompt listener %r failed on %s", listener, event.kind)
+        self._events.emit(event)
 
     def close(self) -> None:
         """Refuse every open question (the agent is stopping), then close the store; idempotent."""

@@ -152,13 +152,13 @@ class Hub:
             agent.state.listen(self._on_vehicle),
             agent.prompts.listen(self._flushes["prompts"].request),
             agent.offers.listen(self._flushes["offers"].request),
-            _append(agent.presence.when_changed, self._flushes["presence"].request),
-            _append(agent.contacts.when_changed, self._flushes["contacts"].request),
-            _append(agent.contacts.when_pending, self._flushes["contacts"].request),
-            _append(agent.chat.when_message, self._on_message),
-            _append(agent.chat.when_progress, self._on_message),
-            _append(agent.xmpp.when_online, self._on_link),
-            _append(agent.xmpp.when_offline, self._on_link),
+            agent.presence.changed.listen(self._flushes["presence"].request),
+            agent.contacts.changed.listen(self._flushes["contacts"].request),
+            agent.contacts.request_pending.listen(self._flushes["contacts"].request),
+            agent.chat.new_message.listen(self._on_message),
+            agent.chat.progress.listen(self._on_message),
+            agent.xmpp.online.listen(self._on_link),
+            agent.xmpp.offline.listen(self._on_link),
         ]
         self._ticker = asyncio.create_task(self._look_at_counts(), name="dashboard-counts")
 
@@ -299,7 +299,7 @@ class Hub:
 
     # -- the link and the counts ---------------------------------------------------------
 
-    def _on_link(self) -> None:
+    def _on_link(self, _: None) -> None:
         self._send_connection()
 
     def _send_connection(self) -> None:
@@ -354,13 +354,3 @@ def _parse(data: str) -> tuple[dict[str, Any] | None, int | None, str | None]:
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
-
-def _append(listeners: list[Any], callback: Callable[..., None]) -> Callable[[], None]:
-    """Add ``callback`` to a list of listeners; returns the unsubscribe."""
-    listeners.append(callback)
-
-    def remove() -> None:
-        if callback in listeners:
-            listeners.remove(callback)
-
-    return remove

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.events import Event
 from agent.profile.model import PresencePolicyConfig, PresenceRule
 from agent.vehicle import paths
 from agent.vehicle.places import Places, compass
@@ -81,7 +82,7 @@ class PresencePolicy:
         self.last: PresenceUpdate | None = None
         self._last_sent_at = -1e9
         self._override: PresenceUpdate | None = None
-        self.when_changed: list[Callable[[], None]] = []  # after each presence sent, and on override/auto
+        self.changed: Event[None] = Event("presence change")  # after each presence sent, and on override/auto
 
     def start(self) -> None:
         watched = {paths.MODE, *self._template_paths()}
@@ -176,11 +177,7 @@ class PresencePolicy:
         self._notify()
 
     def _notify(self) -> None:
-        for callback in list(self.when_changed):
-            try:
-                callback()
-            except Exception:
-                log.exception("presence listener %r failed", callback)
+        self.changed.emit(None)
 
     def _on_change(self, event: StateEvent) -> None:
         if event.path == paths.MODE:

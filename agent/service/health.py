@@ -63,7 +63,7 @@ class Health:
         self.probe = LoopProbe(window=self.config.loop_lag_limit)
         self.errors = ErrorLog()
         self.crashes = CrashCounter(CRASH_WINDOW)
-        agent.supervisor.when_crashed.append(self.crashes.note)
+        self._unsubscribe_crashes = agent.supervisor.crashed.listen(self.crashes.note)
         self.can_rate = RateMeter()
         self.ready_reason: str | None = None
         self.fed = 0
@@ -74,6 +74,7 @@ class Health:
         self._seen_running: set[str] = set()
         self._is_stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe_online: Callable[[], None] | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -87,7 +88,7 @@ class Health:
             return
         self.errors.install()
         self.probe.start()
-        self.agent.xmpp.when_online.append(self._on_online)
+        self._unsubscribe_online = self.agent.xmpp.online.listen(self._on_online)
         self._spawn("health-status", self._update_status)
         self._spawn("health-ready", self._ready_when_offline)
         # a longer ready_timeout than the unit's TimeoutStartSec= must not get the start killed
@@ -117,8 +118,9 @@ class Health:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.probe.stop()
         self.errors.uninstall()
-        if self._on_online in self.agent.xmpp.when_online:
-            self.agent.xmpp.when_online.remove(self._on_online)
+        if self._unsubscribe_online is not None:
+            self._unsubscribe_online()
+            self._unsubscribe_online = None
         self.notifier.close()
 
     def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
@@ -182,7 +184,7 @@ class Health:
 
     # -- READY ----------------------------------------------------------------------------
 
-    def _on_online(self) -> None:
+    def _on_online(self, _: None) -> None:
         self._ready("online")
 
     async def _ready_when_offline(self) -> None:

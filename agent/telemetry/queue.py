@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar, Union
 
 from agent.errors import HeadunitError
+from agent.events import Event
 from agent.storage import Database
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class TelemetryQueue:
         self.store = self._store_tag(self.db.conn)
         self._stats = self._load_stats(self.db.conn)
         self._oldest_unsent_at: float | None = 0.0 if self._stats.unsent else None
-        self.when_changed: list[Callable[[], None]] = []
+        self.changed: Event[QueueStats] = Event("telemetry queue")  # a sample recorded, batched or acked
         if self._stats.pending:
             log.info("telemetry queue %s: %d samples pending from before", db_path.name, self._stats.pending)
 
@@ -188,11 +189,7 @@ class TelemetryQueue:
         values = {name: getattr(self._stats, name) for name in QueueStats.__dataclass_fields__}
         values.update(changes)
         self._stats = QueueStats(**values)
-        for callback in list(self.when_changed):
-            try:
-                callback()
-            except Exception:
-                log.exception("telemetry queue listener %r failed", callback)
+        self.changed.emit(self._stats)
 
     @staticmethod
     def _store_tag(conn: sqlite3.Connection) -> str:

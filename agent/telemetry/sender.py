@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agent.telemetry.codec import CodecError, encode
-from agent.telemetry.queue import Batch, TelemetryQueue
+from agent.telemetry.queue import Batch, QueueStats, TelemetryQueue
 from agent.xmpp.pubsub import NodeSetupError, PublishError, TelemetryPublisher
 from drivers.backoff import Backoff
 
@@ -43,7 +43,7 @@ class TelemetrySender:
         self._node_ready = False
         self.published = 0  # batches acknowledged by the service since start
         self.failures = 0  # attempts (node setup or publish) that failed since start
-        queue.when_changed.append(self._on_queue_changed)
+        queue.changed.listen(self._on_queue_changed)
 
     async def run(self) -> None:
         """Publish batches until cancelled."""
@@ -141,6 +141,6 @@ class TelemetrySender:
         log.warning("%s; retrying in %.1f s", why, delay)
         await asyncio.sleep(delay)
 
-    def _on_queue_changed(self) -> None:
+    def _on_queue_changed(self, _: QueueStats) -> None:
         self._wake.set()
         self._progress.set()

@@ -36,6 +36,7 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
+from agent.events import Event
 from agent.messages.store import Direction, MessageError, MessageStore, State, StoredMessage, Via
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class ChatService:
         self.page_size = page_size
         self.max_catch_up = max_catch_up  # per session: a huge backlog continues next time
         self.resend_within = resend_within  # s: older unacknowledged messages are marked failed instead
-        self.when_message: list[Callable[[StoredMessage], None]] = []  # each new message, either way
-        self.when_progress: list[Callable[[StoredMessage], None]] = []  # one of ours moved: sent, acked, ...
+        self.new_message: Event[StoredMessage] = Event("chat message")  # each new message, either way
+        self.progress: Event[StoredMessage] = Event("chat progress")  # one of ours moved: sent, acked, ...
         self._queue: asyncio.Queue[Seen | Progress] = asyncio.Queue(queue_size)
         self._worker: asyncio.Task[None] | None = None
         self._session: asyncio.Task[None] | None = None
@@ -448,11 +449,7 @@ class ChatService:
         receipt.send()
 
     def _notify(self, message: StoredMessage) -> None:
-        for listener in list(self.when_message):
-            try:
-                listener(message)
-            except Exception:
-                log.exception("message listener %r failed on message %d", listener, message.local_id)
+        self.new_message.emit(message)
 
     # -- progress of our own messages --------------------------------------------
 
@@ -476,16 +473,12 @@ class ChatService:
         await self._mark(news.origin_id, news.state, news.peer)
 
     async def _mark(self, origin_id: str, state: State, peer: str | None) -> None:
-        """Move one of our messages forward; tell ``when_progress`` listeners if it moved."""
+        """Move one of our messages forward; tell ``progress`` listeners if it moved."""
         if not await self.store.mark(origin_id, state, peer=peer):
             return
         log.debug("message %s: %s", origin_id, state)
-        if self.when_progress and (message := await self.store.get(origin_id)) is not None:
-            for listener in list(self.when_progress):
-                try:
-                    listener(message)
-                except Exception:
-                    log.exception("progress listener %r failed on message %d", listener, message.local_id)
+        if self.progress.listeners and (message := await self.store.get(origin_id)) is not None:
+            self.progress.emit(message)
 
 
 def _guard(read: Callable[[], Any], what: str) -> Any:

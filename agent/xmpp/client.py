@@ -16,7 +16,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import slixmpp
 from slixmpp.jid import JID
 
 from agent.errors import AgentTimeout
+from agent.events import Event
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
 from agent.xmpp.liveness import LinkMonitor
@@ -76,9 +77,9 @@ class XmppSession:
         self._presence: PresenceUpdate | None = None
         self._sent_presence: PresenceUpdate | None = None
         self._active = True
-        self.when_online: list[Callable[[], None]] = []
-        self.when_offline: list[Callable[[], None]] = []
-        self.when_session_start: list[Callable[[], None]] = []  # a fresh session, not a resumed one
+        self.online: Event[None] = Event("xmpp online")  # a fresh session or a resumed one
+        self.offline: Event[None] = Event("xmpp offline")  # the link dropped (not at stop)
+        self.fresh_session: Event[None] = Event("xmpp fresh session")  # before ``online``; not on resumption
         self.last_error: str | None = None
         self.sasl_mechanism: str | None = None
         self.resumptions = 0
@@ -229,8 +230,8 @@ class XmppSession:
             self.client.send_presence()
         log.info("online as %s (SASL %s, %s)", self.client.boundjid, self.sasl_mechanism,
                  "stream management on" if "stream_management" in self.client.features else "no resumption")
-        _call_all(self.when_session_start)
-        _call_all(self.when_online)
+        self.fresh_session.emit(None)
+        self.online.emit(None)
 
     def _on_resumed(self, _: Any) -> None:
         """The server kept our session: nothing was lost, only catch up on presence."""
@@ -239,7 +240,7 @@ class XmppSession:
         if self._presence is not None and self._presence != self._sent_presence:
             self._send_presence(self._presence)
         log.info("session resumed (%d so far)", self.resumptions)
-        _call_all(self.when_online)
+        self.online.emit(None)
 
     def _came_online(self) -> None:
         self._backoff.reset()
@@ -265,7 +266,7 @@ class XmppSession:
             return
         if was_online:
             log.warning("disconnected from the server: %s", reason or "connection lost")
-            _call_all(self.when_offline)
+            self.offline.emit(None)
         self._schedule_reconnect()
 
     def _on_connection_failed(self, error: Any) -> None:
@@ -334,12 +335,4 @@ def _ignore_result(future: asyncio.Future[Any]) -> None:
     """The monitor judges the link by any incoming data; the ping's own outcome does not matter."""
     if not future.cancelled():
         future.exception()
-
-
-def _call_all(callbacks: Sequence[Callable[[], None]]) -> None:
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:
-            log.exception("callback %r failed", callback)
 

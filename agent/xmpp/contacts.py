@@ -23,6 +23,7 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 
+from agent.events import Event
 from agent.control import Handler
 from agent.errors import HeadunitError
 from agent.profile.model import ContactsConfig
@@ -121,8 +122,8 @@ class ContactsPolicy:
         self.config = config
         self.operators = tuple(operators)
         self.max_pending = max_pending
-        self.when_pending: list[Callable[[PendingRequest], None]] = []
-        self.when_changed: list[Callable[[str], None]] = []  # called with the contact's bare JID
+        self.request_pending: Event[PendingRequest] = Event("contacts request")  # waits for the driver
+        self.changed: Event[str] = Event("contacts change")  # with the contact's bare JID
         self._pending: OrderedDict[str, PendingRequest] = OrderedDict()  # oldest first
         self._online = False
         self._handlers: list[tuple[str, Callable[[Any], None]]] = [
@@ -321,8 +322,7 @@ class ContactsPolicy:
         request = PendingRequest(jid, time.time(), nick, status)
         self._pending[jid] = request
         log.info("subscription request from %s%s waits for the driver", jid, f" ({nick})" if nick else "")
-        for callback in list(self.when_pending):
-            _safely(callback, request)
+        self.request_pending.emit(request)
 
     def _drop_pending(self, jid: str) -> None:
         self._pending.pop(jid, None)
@@ -385,8 +385,7 @@ class ContactsPolicy:
         return bare
 
     def _changed(self, jid: str) -> None:
-        for callback in list(self.when_changed):
-            _safely(callback, jid)
+        self.changed.emit(jid)
 
 
 def _contact(jid: str, item: Any) -> Contact:
@@ -405,13 +404,6 @@ def _log_roster_failure(done: Any, jid: str) -> None:
         log.warning("the server refused to file %s in the operators' group: %s", jid, exc.condition)
     elif exc is not None:
         log.warning("filing %s in the operators' group failed: %r", jid, exc)
-
-
-def _safely(callback: Callable[[Any], None], arg: object) -> None:
-    try:
-        callback(arg)
-    except Exception:
-        log.exception("contacts listener %r failed", callback)
 
 
 def control_handlers(policy: ContactsPolicy) -> dict[str, Handler]:

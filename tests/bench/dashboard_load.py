@@ -23,7 +23,7 @@ from playwright.async_api import Browser, async_playwright, expect
 from agent.app import Agent
 from tests.harness.agentproc import demo_profile
 from tests.harness.browser import CHROMIUM, FLAGS
-from tests.harness.prosody import Prosody
+from devserver.prosody import Prosody
 
 VIEWPORT = {"width": 800, "height": 480}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from tests.harness.agentproc import DEMO_PROFILE, AgentProcess
-from tests.harness.prosody import Prosody
+from devserver.prosody import Prosody
 
 
 @dataclass

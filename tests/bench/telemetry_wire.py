@@ -12,8 +12,8 @@ from agent.profile.model import AccountConfig
 from agent.telemetry.codec import encode
 from agent.xmpp.client import XmppSession
 from agent.xmpp.pubsub import TelemetryPublisher
-from tests.harness.fleet import FleetReceiver
-from tests.harness.prosody import Prosody
+from devserver.fleet import FleetReceiver
+from devserver.prosody import Prosody
 from tests.harness.tcpproxy import TcpProxy
 from tests.test_telemetry_codec import realistic_batch
 

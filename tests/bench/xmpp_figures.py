@@ -17,7 +17,7 @@ from agent.vehicle.state import VehicleState
 from agent.xmpp.client import XmppSession
 from agent.xmpp.contacts import ContactsPolicy
 from tests.harness.agentproc import Watcher
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.prosody import Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 
 

@@ -20,8 +20,8 @@ import slixmpp
 
 from agent.profile import load_profile
 from agent.profile.model import Profile, StorageConfig
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import ServerInfo
+from devserver.clients import SeenPresence, Watcher, close_client, log_in, verified_client
+from devserver.prosody import ServerInfo
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PROFILE = REPO / "profiles" / "demo.toml"
@@ -117,54 +117,3 @@ class AgentProcess:
         return "\n".join(list(self.lines)[-n:])
 
 
-@dataclass
-class SeenPresence:
-    at: float
-    type: str
-    show: str
-    status: str
-
-
-@dataclass
-class Watcher:
-    """An operator's client (slixmpp, as any script would be) recording a contact's presence."""
-
-    jid: str
-    password: str
-    server: ServerInfo
-    contact: str
-    seen: list[SeenPresence] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> None:
-        client = verified_client(self.jid, self.password, self.server, resource="watcher")
-        client.add_event_handler("presence", self._on_presence)
-        await log_in(client, self.server)
-        client.send_presence_subscription(pto=self.contact, ptype="subscribe")
-        self.client = client
-
-    def _on_presence(self, presence: slixmpp.Presence) -> None:
-        if presence["from"].bare != self.contact or presence["type"] not in (
-                "available", "unavailable", "dnd", "away", "xa", "chat"):
-            return
-        kind = "unavailable" if presence["type"] == "unavailable" else "available"
-        self.seen.append(SeenPresence(time.monotonic(), kind, presence["show"] or "", presence["status"]))
-        self.changed.set()
-
-    def shows(self) -> list[str]:
-        """The sequence of shows ("" = available, "unavailable"), consecutive repeats folded."""
-        out: list[str] = []
-        for p in self.seen:
-            show = "unavailable" if p.type == "unavailable" else p.show
-            if not out or out[-1] != show:
-                out.append(show)
-        return out
-
-    async def wait_for(self, predicate: object, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # type: ignore[operator]
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def stop(self) -> None:
-        await close_client(self.client)

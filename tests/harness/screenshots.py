@@ -31,10 +31,10 @@ from agent.vehicle import paths
 from agent.xmpp.pubsub import node_name
 from tests.harness.agentproc import demo_profile, wait_until
 from tests.harness.browser import chromium
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.fleet import FleetReceiver
-from tests.harness.pki import make_pki
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.fleet import FleetReceiver
+from devserver.pki import make_pki
+from devserver.prosody import Prosody, ServerInfo
 
 SPEED = 8.0  # the 353 s drive in about 45 s: the expressway lasts 11 s
 THEMES = ("day", "night")

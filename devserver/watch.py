@@ -18,9 +18,9 @@ from typing import Any
 
 from agent.profile.model import TelemetryConfig
 from agent.xmpp.pubsub import node_name
-from tests.harness.agentproc import Watcher
-from tests.harness.fleet import FleetReceiver, ReceivedBatch
-from tests.harness.prosody import ServerInfo
+from devserver.clients import Watcher
+from devserver.fleet import FleetReceiver, ReceivedBatch
+from devserver.prosody import ServerInfo
 
 SHOWS = {"": "available", "away": "away", "xa": "extended away", "dnd": "do not disturb",
          "chat": "chatty", "unavailable": "offline"}
@@ -81,7 +81,7 @@ def _print_batch(batch: ReceivedBatch) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.watch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m devserver.watch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=Path("run"), help="make run's folder (default: run)")
     parser.add_argument("--operator", default="operator", help="the account to log in as")

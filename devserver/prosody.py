@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, TypeAlias
 
-from tests.harness.pki import Pki, make_pki
+from devserver.pki import Pki, make_pki
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0

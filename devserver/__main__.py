@@ -1,9 +1,9 @@
 """Local XMPP server for ``make run``: a throw-away PKI, Prosody on loopback, demo accounts.
 
-    python -m tests.harness.devserver setup            # idempotent: PKI, config, accounts
-    python -m tests.harness.devserver run              # Prosody in the foreground until Ctrl-C
-    python -m tests.harness.devserver run -- CMD ...   # Prosody while CMD runs, then stop it
-    python -m tests.harness.devserver stop             # stop a Prosody left behind by a crash
+    python -m devserver setup            # idempotent: PKI, config, accounts
+    python -m devserver run              # Prosody in the foreground until Ctrl-C
+    python -m devserver run -- CMD ...   # Prosody while CMD runs, then stop it
+    python -m devserver stop             # stop a Prosody left behind by a crash
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from tests.harness.pki import PkiError, make_pki
-from tests.harness.prosody import (
+from devserver.pki import PkiError, make_pki
+from devserver.prosody import (
     USERNAME_PATTERN,
     Prosody,
     ProsodyError,
@@ -53,7 +53,7 @@ CMD gets the server in its environment: {ENV_PREFIX}XMPP_HOST, {ENV_PREFIX}XMPP_
 The --agent-account (default car) is also given as the agent's own overrides
 HEADUNIT_JID, HEADUNIT_PASSWORD, HEADUNIT_HOST, HEADUNIT_PORT and HEADUNIT_CA_FILE.
 Options go after the command name, e.g.
-  python -m tests.harness.devserver run --folder run --account car --account operator -- CMD
+  python -m devserver run --folder run --account car --account operator -- CMD
 """
 
 
@@ -221,7 +221,7 @@ def provision_telemetry(server: Prosody, accounts: Sequence[Account], car: str |
 
     from agent.profile.model import TelemetryConfig
     from agent.xmpp.pubsub import node_name
-    from tests.harness.fleet import FleetReceiver
+    from devserver.fleet import FleetReceiver
 
     by_name = {a.name: a for a in accounts}
     fleet, car_account = by_name.get("fleet"), by_name.get(car or "")
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generated once and kept in FOLDER/demo/NAME.password (mode 0600)",
     )  # fmt: skip
     parser = argparse.ArgumentParser(
-        prog="python -m tests.harness.devserver", description=DESCRIPTION, epilog=EPILOG,
+        prog="python -m devserver", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     commands = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")

@@ -24,8 +24,8 @@ from slixmpp.exceptions import IqError
 
 from agent.telemetry.codec import CodecError, decode
 from agent.telemetry.queue import Sample
-from tests.harness.clients import close_client, log_in, verified_client
-from tests.harness.prosody import Prosody, ServerInfo
+from devserver.clients import close_client, log_in, verified_client
+from devserver.prosody import Prosody, ServerInfo
 
 log = logging.getLogger(__name__)
 
