@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.cabin import DriverPrompts, Offers, acknowledgement_sender, cabin_control_handlers
+from agent.cabin import DriverPrompts, Offers, acknowledgement_sender
+from agent.cabin.api import CabinParts, Car, DriverApi
 from agent.clock import Clock
 from agent.commands.audit import AuditLog
 from agent.commands.builtin import builtin_registry
@@ -25,17 +26,19 @@ from agent.commands.media import camera_factory, logs_command, photo_command
 from agent.commands.registry import AgentFacade, Registry
 from agent.commands.telemetry import telemetry_command
 from agent.control import SOCKET_NAME, ControlServer, ControlStartError
+from agent.control.handlers import cabin_handlers
 from agent.errors import AgentStartError, AgentTimeout
-from agent.headless import headless_handlers
 from agent.logbook import Logbook, LogbookError
 from agent.messages import MessageStore
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
 from agent.service import Health, status_handlers
-from agent.power import MARKER as POWER_MARKER, IgnitionShutdown
+from agent.service.view import Watched
+from agent.policies.power import MARKER as POWER_MARKER, IgnitionShutdown
 from agent.storage import data_dir, sweep_leftovers
+from agent.stages import Stage, run_stages
 from agent.supervisor import Supervisor
-from agent.telemetry import Telemetry
+from agent.telemetry import Telemetry, node_name
 from agent.vehicle import paths
 from agent.vehicle.can_feed import CanFeed
 from agent.vehicle.gnss_feed import GnssFeed
@@ -45,8 +48,9 @@ from agent.vehicle.state import StateEvent, VehicleState
 from agent.xmpp.adhoc import AdHocService
 from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
-from agent.xmpp.contacts import ContactsPolicy, control_handlers
+from agent.xmpp.contacts import ContactsPolicy
 from agent.xmpp.location import LocationPublisher
+from agent.xmpp.pubsub import TelemetryPublisher
 from agent.xmpp.upload import HttpUploader
 from drivers.errors import DriverError
 
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INPUT_TASKS = ["wait-for-online", "can", "obd", "gnss"]
+# The stop's stages and their timeouts (s); each stage's steps have shorter timeouts of their own.
+STOP_STAGES = {"inputs": 4.0, "driver": 3.0, "queues": 6.0, "services": 3.0, "goodbye": 4.0, "stores": 4.0}
 EXIT_RESTART = 75  # EX_TEMPFAIL: the unit's Restart=on-failure brings the agent back
 
 
@@ -75,10 +81,7 @@ class Agent:
         self.chat = ChatService(self.xmpp.client, self.messages)
         self.location = LocationPublisher(self.xmpp.client, self.state, profile.location,
                                           profile.fleet.operators, self.clock)
-        self.telemetry = Telemetry(
-            self.state, profile.telemetry, self.xmpp.client, profile.account.jid, self.data_dir, self.clock,
-            lambda: self.xmpp.wait_online(3600), operators=profile.fleet.operators,
-        ) if profile.telemetry.service else None
+        self.telemetry = self._telemetry() if profile.telemetry.service else None
         vehicle = profile.vehicle
         self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
                            speed=self.clock.speed) if vehicle.can else None
@@ -86,17 +89,19 @@ class Agent:
         self.audit = AuditLog.in_dir(self.data_dir)
         self.prompts = DriverPrompts.in_dir(self.data_dir, on_acknowledged=acknowledgement_sender(self.chat))
         self.offers = Offers()  # incoming calls and files waiting for the driver
-        self.health = Health(self)  # READY / STATUS / WATCHDOG / STOPPING to systemd, `headunit status`
-        self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
-                                     {**control_handlers(self.contacts), **cabin_control_handlers(self.prompts),
-                                      **headless_handlers(self), **status_handlers(self)})
+        self.gpio: GpioBoard | None = None
+        self.started_at: float | None = None
+        self.online_at: float | None = None
+        self.health = Health(self._watched())  # READY / STATUS / WATCHDOG / STOPPING to systemd, `headunit status`
         self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
         self.uploader = HttpUploader(self.xmpp.client, ca_file=profile.account.ca_file)
         self.can_sender = sender_for(profile.vehicle.can, self.can.port if self.can is not None else None)
         self.commands = AdHocService(self.xmpp.client, self._registry(), profile.fleet.operators, self.audit,
                                      AgentFacade(self.state, audit=self.audit,
-                                                 restart=self._schedule_restart, connection=self._connection))
+                                                 restart=self._schedule_restart,
+                                                 connection=lambda: self.xmpp.connection().detail))
         self.exit_code = 0
+        self.stop_timeouts = dict(STOP_STAGES)  # a test may shorten one
         self._stop_requested: asyncio.Event | None = None
         self.mode = ModeTracker(self.state, profile.policies.mode, self.clock)
         self.presence = PresencePolicy(self.state, profile.policies.presence, self.xmpp,
@@ -104,16 +109,48 @@ class Agent:
         self.power = IgnitionShutdown(self.state, profile.power, self.presence, self.offers,  # ignition off
                                       telemetry=self.telemetry, is_online=lambda: self.xmpp.is_online,
                                       marker=self.data_dir / POWER_MARKER)
+        self.cabin = DriverApi(self._cabin_parts())  # the driver's API: the dashboard and the control socket
+        self.control = ControlServer(profile.control.socket or self.data_dir / SOCKET_NAME,
+                                     {**cabin_handlers(self.cabin), **status_handlers(self.health)})
         self.dashboard: Dashboard | None = None
         if profile.dashboard.enabled:  # imported only then: the web server costs memory a headless car saves
             from agent.dashboard import Dashboard
 
-            self.dashboard = Dashboard(self)
-        self.gpio: GpioBoard | None = None
-        self.started_at: float | None = None
-        self.online_at: float | None = None
+            self.dashboard = Dashboard(self.cabin, profile.dashboard, self.data_dir)
         self._unsubscribe: list[Callable[[], None]] = []
         self._unsubscribe += [self.xmpp.online.listen(self._on_online), self.xmpp.offline.listen(self._on_offline)]
+
+    def _telemetry(self) -> Telemetry:
+        """The telemetry pipeline, publishing to the car's node on the fleet's PubSub service."""
+        config = self.profile.telemetry
+        assert config.service is not None
+        publisher = TelemetryPublisher(self.xmpp.client, config.service,
+                                       node_name(config.node, self.profile.account.jid),
+                                       members=self.profile.fleet.operators)
+        return Telemetry(self.state, config, publisher, self.data_dir, self.clock,
+                         lambda: self.xmpp.wait_online(3600))
+
+    def _cabin_parts(self) -> CabinParts:
+        profile = self.profile
+        car = Car(profile.account.jid, profile.name, moving_speed=profile.policies.mode.moving_speed,
+                  quick_replies=tuple(profile.dashboard.quick_replies))
+        telemetry = self.telemetry
+        return CabinParts(car=car, state=self.state, link=self.xmpp, chat=self.chat, messages=self.messages,
+                          presence=self.presence, contacts=self.contacts, prompts=self.prompts, offers=self.offers,
+                          power=self.power,
+                          telemetry_pending=None if telemetry is None else lambda: telemetry.pending)
+
+    def _watched(self) -> Watched:
+        profile, telemetry = self.profile, self.telemetry
+
+        async def outbox() -> int:
+            return len(await self.messages.unacked())
+
+        return Watched(name=profile.name, file=profile.file, config=profile.service, supervisor=self.supervisor,
+                       link=self.xmpp, state=self.state, outbox=outbox,
+                       telemetry_pending=None if telemetry is None else lambda: telemetry.pending,
+                       can=self.can, gnss=self.gnss, gpio=profile.vehicle.gpio,
+                       gpio_up=lambda: self.gpio is not None, started_at=lambda: self.started_at)
 
     def _registry(self) -> Registry:
         """The commands operators may run: the agent's own, then the profile's vehicle actions."""
@@ -189,41 +226,57 @@ class Agent:
         self._start_inputs()
 
     async def stop(self) -> None:
-        """Stop in stages; each stage has its own timeout so a stuck part cannot hold the rest."""
+        """Stop in stages (:data:`STOP_STAGES`); each has its own timeout, so a stuck part cannot hold the rest."""
         log.info("stopping")
         self.health.stopping()  # STOPPING=1 to systemd at once
-        await self.power.stop()  # first: no ignition-off sequence runs into the stages below
-        if self.can_sender is not None:
-            await self.can_sender.stop()
-        await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
-        if self.gpio is not None:
-            self.gpio.stop()
-        if self.telemetry is not None:
-            if self.xmpp.is_online and not await self.telemetry.flush(timeout=3.0):
-                log.warning("%d telemetry samples still queued; they go out at the next start",
-                            self.telemetry.pending)
-            await self.supervisor.stop(["telemetry"], timeout=2.0)
-            await self.telemetry.stop()
-        self.presence.stop()
-        self.mode.stop()
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        await self.commands.stop()
-        await self.chat.stop()
-        await self.location.stop()
-        if self.dashboard is not None:
-            await self.dashboard.stop()
-        await self.xmpp.stop(timeout=2.0)
-        self.contacts.stop()
-        self.messages.close()
-        await self.control.stop()
-        self.audit.close()
-        self.prompts.close()
-        self.offers.close()
-        await self.health.stop()
-        await self.supervisor.stop(timeout=1.0)
-        log.info("stopped")
+        reports = await run_stages(self._stop_stages())
+        slow = [r.name for r in reports if r.overran]
+        log.info("stopped%s", f" (stages that overran: {', '.join(slow)})" if slow else "")
         self.logbook.uninstall()
+
+    def _stop_stages(self) -> list[Stage]:
+        """inputs → the driver → queues → services → goodbye → stores (docs: README, "Stopping")."""
+        timeouts = self.stop_timeouts
+        telemetry, dashboard = self.telemetry, self.dashboard
+
+        async def stop_inputs() -> None:
+            await self.supervisor.stop(INPUT_TASKS, timeout=2.0)
+
+        async def flush() -> None:
+            if telemetry is not None and self.xmpp.is_online and not await telemetry.flush(timeout=3.0):
+                log.warning("%d telemetry samples still queued; they go out at the next start", telemetry.pending)
+
+        async def stop_telemetry() -> None:
+            if telemetry is not None:
+                await self.supervisor.stop(["telemetry"], timeout=2.0)
+                await telemetry.stop()
+
+        def unsubscribe() -> None:
+            for undo in self._unsubscribe:
+                undo()
+            self._unsubscribe.clear()
+
+        return [
+            Stage("inputs", timeouts["inputs"], [
+                ("ignition-off sequence", self.power.stop),  # first: no power-off runs into the stages below
+                ("CAN sender", self.can_sender.stop if self.can_sender is not None else _nothing),
+                ("input tasks", stop_inputs),
+                ("GPIO", self.gpio.stop if self.gpio is not None else _nothing)]),
+            Stage("driver", timeouts["driver"], [
+                ("offers withdrawn", self.offers.close),
+                ("command sessions", self.commands.stop),
+                ("dashboard", dashboard.stop if dashboard is not None else _nothing)]),
+            Stage("queues", timeouts["queues"], [("telemetry flush", flush), ("telemetry", stop_telemetry)]),
+            Stage("services", timeouts["services"], [
+                ("presence", self.presence.stop), ("mode", self.mode.stop), ("listeners", unsubscribe),
+                ("chat", self.chat.stop), ("location", self.location.stop)]),
+            Stage("goodbye", timeouts["goodbye"], [("XMPP session", self.xmpp.stop)]),
+            Stage("stores", timeouts["stores"], [
+                ("contacts", self.contacts.stop), ("messages", self.messages.close),
+                ("control socket", self.control.stop), ("audit", self.audit.close),
+                ("driver prompts", self.prompts.close), ("health", self.health.stop),
+                ("remaining tasks", lambda: self.supervisor.stop(timeout=1.0))]),
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop_requested = stop
@@ -269,7 +322,7 @@ class Agent:
     def _status_text(self) -> dict[str, str]:
         """What the logs bundle carries besides the logs: the agent and its state now."""
         lines = [f"profile: {self.profile.name} ({self.profile.file.name})", f"agent: {__version__}",
-                 f"connection: {self._connection()}"]
+                 f"connection: {self.xmpp.connection().detail}"]
         if self.started_at is not None:
             lines.append(f"uptime: {time.monotonic() - self.started_at:.0f} s")
         if self.telemetry is not None:
@@ -277,11 +330,6 @@ class Agent:
         lines += [f"{path} = {r.value!r}{' (stale)' if r.is_stale else ''}"
                   for path, r in sorted(self.state.snapshot().items())]
         return {"status.txt": "\n".join(lines) + "\n"}
-
-    def _connection(self) -> str:
-        if self.xmpp.is_online:
-            return "online (stream resumable)" if self.xmpp.is_resumable else "online"
-        return f"offline ({self.xmpp.last_error})" if self.xmpp.last_error else "connecting"
 
     def _on_mode(self, event: StateEvent) -> None:
         """XEP-0352: with the ignition off nobody looks at the dashboard; the server may hold back."""
@@ -308,3 +356,7 @@ class Agent:
         while True:
             await asyncio.sleep(interval)
             self.state.expire()
+
+
+def _nothing() -> None:
+    """A step for a part this profile does not have."""

@@ -220,7 +220,7 @@ def provision_telemetry(server: Prosody, accounts: Sequence[Account], car: str |
     import asyncio
 
     from agent.profile.model import TelemetryConfig
-    from agent.xmpp.pubsub import node_name
+    from agent.telemetry.publisher import node_name
     from devserver.fleet import FleetReceiver
 
     by_name = {a.name: a for a in accounts}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.profile.model import TelemetryConfig
-from agent.xmpp.pubsub import node_name
+from agent.telemetry.publisher import node_name
 from devserver.clients import Watcher
 from devserver.fleet import FleetReceiver, ReceivedBatch
 from devserver.prosody import ServerInfo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from agent.app import Agent
 from agent.profile.model import GnssConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import REPO, AgentProcess, demo_profile, wait_until
+from tests.harness.tcpproxy import TcpProxy
 from devserver.prosody import AccountFactory, ServerInfo
 
 
@@ -111,3 +113,44 @@ async def test_a_second_agent_on_the_same_state_folder_is_refused_clearly(
         assert first.process is not None and first.process.poll() is None, "the first agent keeps running"
     finally:
         assert first.stop() == 0
+
+
+async def test_a_server_that_never_answers_the_goodbye_does_not_keep_the_stores_open(
+        prosody_server: ServerInfo, xmpp_account: AccountFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """The link stalls just before the stop: the goodbye stage overruns, the stores are closed anyway."""
+    jid, password = xmpp_account("car")
+    async with TcpProxy(prosody_server.host, prosody_server.port) as proxy:
+        profile = demo_profile(dataclasses.replace(prosody_server, port=proxy.port), jid, password)
+        agent = Agent(profile, speed=20.0)
+        agent.stop_timeouts["goodbye"] = 0.3  # below the second slixmpp gives the server to close its stream
+        await agent.start()
+        try:
+            await agent.xmpp.wait_online(20)
+            socket_file = agent.control.path
+            assert socket_file.exists()
+            proxy.stall(True)  # from now on the server hears nothing and says nothing
+        finally:
+            with caplog.at_level(logging.INFO, logger="agent"):
+                await agent.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("stage 'goodbye' did not finish within 0.3 s" in line for line in said), said
+    assert "stopped (stages that overran: goodbye)" in said
+    assert not socket_file.exists() and not agent.control.is_serving  # the stores stage ran after it
+    assert not agent.xmpp.is_online
+    with pytest.raises(RuntimeError):  # the message store's worker is shut down: closed
+        await agent.messages.threads()
+
+
+async def test_a_cancelled_stop_is_not_swallowed(prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
+    jid, password = xmpp_account("car")
+    agent = Agent(demo_profile(prosody_server, jid, password), speed=20.0)
+    await agent.start()
+    await agent.xmpp.wait_online(20)
+    stopping = asyncio.create_task(agent.stop())
+    await asyncio.sleep(0)  # the stop is under way, in its first stage
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    await asyncio.wait_for(agent.stop(), 20)  # and a stop after it still finishes the job
+    assert not agent.control.is_serving

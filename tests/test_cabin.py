@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.cabin import (AlreadyAnswered, DriverPrompts, EmptyPrompt, Notice, PromptEvent,
-                         PromptNotFound, acknowledgement_text, cabin_control_handlers)
+                         PromptNotFound, acknowledgement_text)
+from agent.cabin.api import PromptsApi
+from agent.control.handlers import driver_handlers
 from agent.cabin.prompts import DECLINED, STOPPED
 from agent.control import ControlClient, ControlError, ControlServer
 from tests.harness.cli import control_profile, headunit
@@ -261,7 +263,7 @@ async def test_too_many_open_questions_are_refused_without_asking(folder: Path) 
 
 @pytest.fixture
 async def control(folder: Path, prompts: DriverPrompts) -> AsyncIterator[ControlServer]:
-    server = ControlServer(folder / "control.sock", cabin_control_handlers(prompts))
+    server = ControlServer(folder / "control.sock", driver_handlers(PromptsApi(prompts)))
     await server.start()
     yield server
     await server.stop()
@@ -278,14 +280,14 @@ async def test_control_handlers_answer_and_refuse_bad_arguments_clearly(
         assert isinstance(pending, dict)
         assert [q["id"] for q in pending["questions"]] == [ident]
         assert [n["id"] for n in pending["notices"]] == [notice.id]
-        for args, error in [({"id": "12x"}, "id: expected a whole number"), ({}, "id: expected a whole number"),
-                            ({"id": True}, "id: expected a whole number"),
-                            ({"id": 10**30}, "id: expected a whole number")]:
+        for args, error in [({"id": "12x"}, "notice: expected a whole number"), ({}, "notice: expected a whole number"),
+                            ({"id": True}, "notice: expected a whole number"),
+                            ({"id": 10**30}, "notice: expected a whole number")]:
             with pytest.raises(ControlError, match=error):
                 await client.call("driver.ack", **args)
         with pytest.raises(ControlError, match="accept: expected true or false"):
             await client.call("driver.answer", id=ident, accept="yes")
-        with pytest.raises(ControlError, match="expected a question id"):
+        with pytest.raises(ControlError, match="question: expected an id like 3fa9c2"):
             await client.call("driver.answer", id="x" * 10_000, accept=True)
         with pytest.raises(ControlError, match="no question 'abcdef'"):
             await client.call("driver.answer", id="abcdef", accept=True)

@@ -15,7 +15,8 @@ import pytest
 import slixmpp
 
 from agent.profile.model import ContactsConfig
-from agent.xmpp.contacts import ContactsError, ContactsPolicy, PendingRequest, clean_text, is_operator
+from agent.jid import is_operator
+from agent.xmpp.contacts import ContactsError, ContactsPolicy, PendingRequest, clean_text
 from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0

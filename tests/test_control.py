@@ -18,7 +18,9 @@ import pytest
 
 from agent.control import AgentNotRunning, ControlClient, ControlError, ControlServer, ControlStartError
 from tests.harness.cli import control_profile, headunit
-from agent.xmpp.contacts import ContactsError, ContactsPolicy, control_handlers
+from agent.cabin.api import ContactsApi
+from agent.control.handlers import contacts_handlers
+from agent.xmpp.contacts import ContactsError, ContactsPolicy
 from devserver.prosody import AccountFactory, ServerInfo
 from tests.test_contacts import Net, Recorder, Signal, subscribe
 
@@ -194,7 +196,7 @@ async def car_agent(net: Net, xmpp_account: AccountFactory,
     """A small agent stand-in: the car's client, a ContactsPolicy and the control socket."""
     car_jid, car_pw = xmpp_account("car")
     _, policy = await net.car(car_jid, car_pw)
-    control = ControlServer(folder / "control.sock", control_handlers(policy))
+    control = ControlServer(folder / "control.sock", contacts_handlers(ContactsApi(policy)))
     await control.start()
     try:
         yield car_jid, policy, control

@@ -30,109 +30,21 @@ import slixmpp
 
 from agent.app import Agent
 from agent.dashboard import Dashboard
-from agent.headless import is_moving
 from agent.dashboard.token import TOKEN_FILE, URL_FILE
 from agent.errors import AgentStartError
 from agent.profile.model import DashboardConfig, FleetConfig, Profile
 from agent.vehicle import paths
 from tests.harness.agentproc import REPO, Watcher, demo_profile, wait_until
+from tests.harness.dashboard import WAIT, Page, car_profile, open_page, running, token_of, ws_url
 from devserver.clients import close_client, log_in, verified_client
 from devserver.prosody import AccountFactory, ServerInfo
 
-WAIT = 20.0  # generous: only there so that a broken agent cannot hang a test
 FAST = 30.0  # the 353 s drive in about 12 s
 QUICK = "On my way"
 ORDER = ["hello", "vehicle", "connection", "presence", "contacts", "messages", "prompts", "offers"]
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-class Page:
-    """A dashboard page as the browser's script would be: one WebSocket, every frame kept."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-        self.closed: aiohttp.WSMessage | None = None
-        self._ids = iter(range(1, 1_000_000))
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for message in self.ws:
-            if message.type == aiohttp.WSMsgType.TEXT:
-                self.frames.append(json.loads(message.data))
-        self.closed = message if self.ws.closed else None
-
-    def of(self, kind: str, since: int = 0) -> list[dict[str, Any]]:
-        return [f for f in self.frames[since:] if f["type"] == kind]
-
-    async def wait_for(self, kind: str, where: Callable[[dict[str, Any]], object] = lambda f: True,
-                       since: int = 0) -> dict[str, Any]:
-        """The first frame of ``kind`` (from index ``since``) for which ``where`` holds."""
-        found: list[dict[str, Any]] = []
-
-        def seen() -> bool:
-            found[:] = [f for f in self.of(kind, since) if where(f)]
-            return bool(found)
-
-        await wait_until(seen, WAIT)
-        return found[0]
-
-    async def send(self, kind: str, **fields: Any) -> int:
-        request_id = next(self._ids)
-        await self.ws.send_json({"id": request_id, "type": kind, **fields})
-        return request_id
-
-    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Send a request, return its ``result``."""
-        request_id = await self.send(kind, **fields)
-        return await self.wait_for("result", lambda f: f["id"] == request_id)
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-
-def token_of(agent: Agent) -> str:
-    return (agent.data_dir / TOKEN_FILE).read_text().strip()
-
-
-def ws_url(dashboard: Dashboard, token: str | None) -> str:
-    query = "" if token is None else f"?token={token}"
-    return f"http://127.0.0.1:{dashboard.port}/ws{query}"
-
-
-@contextlib.asynccontextmanager
-async def open_page(http: aiohttp.ClientSession, agent: Agent) -> AsyncIterator[Page]:
-    assert agent.dashboard is not None
-    ws = await http.ws_connect(ws_url(agent.dashboard, token_of(agent)))
-    page = Page(ws)
-    try:
-        await page.wait_for("offers")  # the last frame of the greeting
-        yield page
-    finally:
-        await page.close()
-
-
-def car_profile(server: ServerInfo, jid: str, password: str, *, operators: tuple[str, ...] = (),
-                dashboard: DashboardConfig | None = None) -> Profile:
-    profile = demo_profile(server, jid, password)
-    return dataclasses.replace(profile, dashboard=dashboard or DashboardConfig(port=0),
-                               fleet=FleetConfig(operators))
-
-
-@contextlib.asynccontextmanager
-async def running(profile: Profile, *, speed: float = 1.0) -> AsyncIterator[Agent]:
-    """An Agent started on ``profile`` and online; stopped, and its state folder removed, after."""
-    agent = Agent(profile, speed=speed)
-    try:
-        await agent.start()
-        await agent.xmpp.wait_online(WAIT)
-        yield agent
-    finally:
-        await asyncio.wait_for(agent.stop(), 15)
-        shutil.rmtree(agent.data_dir, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
@@ -312,7 +224,7 @@ async def test_chat_send_reaches_the_operator_and_its_progress_comes_back(
     async with running(car_profile(prosody_server, car, car_pw, operators=(op,))) as agent, \
             person(prosody_server, op, op_pw) as operator, open_page(http, agent) as page:
         received = collect(operator, "message")
-        assert not is_moving(agent)
+        assert not agent.cabin.driving.is_moving()
         result = await page.request("chat.send", to=op, body="  Running late, 10 min \n")
         assert result["ok"] is True, result
         sent = result["value"]
@@ -362,7 +274,7 @@ async def test_a_subscription_request_is_approved_on_the_page(
         assert isinstance(shown["pending"][0]["since"], float)
         mark = len(page.frames)
         result = await page.request("contacts.approve", jid=stranger_jid)
-        assert result["ok"] is True and result["value"] == {"jid": stranger_jid}
+        assert result["ok"] is True and result["value"] == {"jid": stranger_jid, "approved": True}
         await wait_until(lambda: any(p["from"].bare == car and p["type"] == "subscribed" for p in answers), WAIT)
         await page.wait_for("contacts", lambda f: f["pending"] == [], since=mark)
         again = await page.request("contacts.approve", jid=stranger_jid)
@@ -400,9 +312,10 @@ async def test_notices_questions_and_offers_are_answered_on_the_page(
         calls = (await page.wait_for("offers", lambda f: f["calls"]))["calls"]
         assert calls == [{"id": offer.id, "peer": op, "media": ["audio"], "at": offer.at}]
         wrong = await page.request("file.accept", file=offer.id)
-        assert wrong["ok"] is False and "no file offer" in wrong["error"]
+        assert wrong["ok"] is False and wrong["error"] == f"offer {offer.id} is a call, not a file"
         answered = await page.request("call.answer", call=offer.id)
-        assert answered["value"] == {"id": offer.id, "outcome": "accepted"}
+        assert answered["value"] == {"id": offer.id, "kind": "call", "peer": op, "at": offer.at, "media": ["audio"],
+                                     "outcome": "accepted"}
         assert await offer.decision(WAIT) == "accepted"
         await page.wait_for("offers", lambda f: f["calls"] == [] and f["files"] == [])
 
@@ -423,7 +336,8 @@ async def test_the_presence_override_reaches_a_watcher_and_automatic_returns(
             assert auto_show != "dnd"
             mark = len(page.frames)
             result = await page.request("presence.set", show="dnd", status="In a meeting")
-            assert result["value"] == {"show": "dnd", "status": "In a meeting"}
+            assert (result["value"]["show"], result["value"]["status"], result["value"]["auto"]) == (
+                "dnd", "In a meeting", False)
             await watcher.wait_for(lambda: (watcher.seen[-1].show, watcher.seen[-1].status) == (
                 "dnd", "In a meeting"), WAIT)
             frame = await page.wait_for("presence", lambda f: not f["auto"], since=mark)
@@ -436,7 +350,8 @@ async def test_the_presence_override_reaches_a_watcher_and_automatic_returns(
             await watcher.wait_for(lambda: watcher.seen[-1].show == (
                 "" if frame["show"] == "available" else frame["show"]), WAIT)
             refused = await page.request("presence.set", show="chat")
-            assert refused["ok"] is False and "show: one of available, away, xa, dnd" == refused["error"]
+            assert refused["ok"] is False
+            assert refused["error"] == "show: expected one of available, away, xa, dnd, found 'chat'"
         finally:
             await watcher.stop()
 
@@ -459,12 +374,12 @@ async def test_bad_frames_are_answered_with_errors_and_the_page_stays_connected(
             ('{"id": 2, "type": "reboot"}', 2, "unknown request type 'reboot'"),
             ('{"id": 3, "type": "chat.send", "to": "op@example.org"}', 3, "body: expected a non-empty text"),
             ('{"id": 4, "type": "chat.send", "to": "not a jid@@", "body": "hi"}', 4, "not a valid JID"),
-            ('{"id": 5, "type": "notice.ack", "notice": "1"}', 5, "notice: expected an integer"),
+            ('{"id": 5, "type": "notice.ack", "notice": "one"}', 5, "notice: expected a whole number"),
             ('{"id": 6, "type": "question.answer", "question": "ab12", "accept": "yes"}', 6,
              "accept: expected true or false"),
             ('{"id": 7, "type": "notice.ack", "notice": 99}', 7, "99"),  # no such notice
             ('{"id": 8, "type": "presence.set", "show": "dnd", "status": "%s"}' % ("x" * 101), 8,
-             "status: a text of at most 100 characters"),
+             "status: expected a text of at most 100 characters"),
             (b"\x00\x01", None, "text frames only (JSON)"),
             (json.dumps({"id": 9, "type": "chat.send", "to": "a@b", "body": "x" * 70_000}), None,
              "frame over 64 kB refused"),
@@ -582,7 +497,9 @@ async def test_static_files_stay_inside_their_folder_and_carry_the_security_head
     car, car_pw = xmpp_account("car")
     agent = Agent(car_profile(prosody_server, car, car_pw, dashboard=DashboardConfig(enabled=False, port=0)))
     assert agent.dashboard is None
-    shipped, ours = Dashboard(agent), Dashboard(agent, static_dir=static)
+    config = agent.profile.dashboard
+    shipped = Dashboard(agent.cabin, config, agent.data_dir)
+    ours = Dashboard(agent.cabin, config, agent.data_dir, static_dir=static)
     try:
         await shipped.start()
         status, answer = await raw_get(shipped.port, "/")

@@ -16,7 +16,9 @@ import pytest
 import slixmpp
 from slixmpp.plugins.xep_0004 import Form
 
-from agent.cabin import Confirmation, DriverPrompts, PromptEvent, acknowledgement_sender, cabin_control_handlers
+from agent.cabin import Confirmation, DriverPrompts, PromptEvent, acknowledgement_sender
+from agent.cabin.api import PromptsApi
+from agent.control.handlers import driver_handlers
 from agent.commands.audit import AuditLog
 from agent.commands.driver import DriverConfirms, message_driver_command
 from agent.commands.registry import (NOT_ASKED, AgentFacade, Command, CommandContext, RateLimiter, Registry,
@@ -109,7 +111,7 @@ async def rig(prosody_server: Any, xmpp_account: Any) -> AsyncIterator[Rig]:
             asked.put_nowait(event.prompt)
 
     prompts.listen(on_prompt)
-    control = ControlServer(folder / "control.sock", cabin_control_handlers(prompts))
+    control = ControlServer(folder / "control.sock", driver_handlers(PromptsApi(prompts)))
     audit = AuditLog(folder / "audit.db")
     state = VehicleState()
     ran: list[str] = []

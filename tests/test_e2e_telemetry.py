@@ -12,7 +12,7 @@ import pytest
 
 from agent.telemetry.queue import Sample, _sample
 from agent.profile.model import TelemetryConfig
-from agent.xmpp.pubsub import node_name
+from agent.telemetry.publisher import node_name
 from tests.harness.agentproc import AgentProcess
 from devserver.fleet import FleetReceiver
 from devserver.prosody import Prosody

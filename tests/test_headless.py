@@ -24,7 +24,6 @@ import pytest
 from agent.app import Agent
 from agent.control import ControlClient, ControlError
 from tests.harness.cli import control_profile, headunit
-from agent.headless import is_moving
 from agent.profile.model import FleetConfig
 from agent.vehicle import paths
 from tests.harness.agentproc import Watcher, demo_profile, wait_until
@@ -107,7 +106,7 @@ async def test_state_chat_and_presence_follow_the_replayed_drive(
             rc, out, err = await headunit("chat", cli, "send", op, "On", "my", "way")
             assert rc == 0 and re.fullmatch(rf"message \d+ to {re.escape(op)}: (sent|on the server|delivered)\n",
                                             out), (out, err)
-            assert is_moving(agent), "the drive outran the test: the refusal above proves nothing"
+            assert agent.cabin.driving.is_moving(), "the drive outran the test: the refusal above proves nothing"
             await wait_until(lambda: "On my way" in received, timeout=WAIT)
 
             await wait_until(lambda: agent.state.value(paths.MODE) == "off", timeout=60)

@@ -26,7 +26,7 @@ from agent.cabin.offers import Offers
 from agent.clock import Clock
 from agent.errors import ProfileError
 from agent.policies.presence import PresencePolicy, PresenceUpdate
-from agent.power import MARKER, IgnitionShutdown, Phase
+from agent.policies.power import MARKER, IgnitionShutdown, Phase
 from agent.profile import load_profile
 from agent.profile.model import PresencePolicyConfig, PowerConfig
 from agent.telemetry.queue import Sample, _sample
@@ -34,7 +34,7 @@ from agent.vehicle import paths
 from agent.vehicle.mode import ModeSettings
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.state import VehicleState
-from agent.xmpp.pubsub import node_name
+from agent.telemetry.publisher import node_name
 from tests.harness.agentproc import Watcher, demo_profile, wait_until
 from devserver.fleet import FleetReceiver
 from devserver.prosody import Prosody

@@ -34,7 +34,7 @@ import slixmpp
 from agent.app import Agent
 from agent.profile.model import TelemetryConfig
 from agent.telemetry.queue import Sample, _sample
-from agent.xmpp.pubsub import node_name
+from agent.telemetry.publisher import node_name
 from tests.harness.agentproc import AgentProcess, demo_profile
 from devserver.clients import close_client, log_in, verified_client
 from devserver.fleet import FleetReceiver

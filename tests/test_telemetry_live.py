@@ -32,10 +32,12 @@ from agent.profile.model import TelemetryConfig, TelemetryRule
 from agent.telemetry import RULES_DB_NAME, Telemetry
 from agent.telemetry.overrides import MAX_RULES, RuleError, RuleOverrides
 from agent.telemetry.queue import Sample
-from agent.telemetry.rules import TelemetryPolicy
+from agent.policies.telemetry import TelemetryPolicy
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
+from agent.telemetry.publisher import node_name
 from agent.xmpp.adhoc import AdHocService
+from agent.xmpp.pubsub import TelemetryPublisher
 from devserver.clients import WAIT, close_client, log_in, verified_client
 
 SPEED_RULE = TelemetryRule(paths.SPEED, every=30.0, change=5.0)
@@ -44,6 +46,13 @@ FUEL_RULE = TelemetryRule(paths.FUEL_LEVEL, every=60.0)
 PROFILE = (SPEED_RULE, RPM_RULE, FUEL_RULE)
 CONFIG = TelemetryConfig(service="pubsub.localhost", rules=PROFILE)
 MODE_RULE = TelemetryRule(paths.MODE, change=0.0, min_interval=0.0)
+
+
+def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPublisher:
+    """The car's telemetry publisher, as the agent makes it: the node named after the car, on the config's service."""
+    config = config or TelemetryConfig(service="pubsub.localhost")
+    assert config.service is not None
+    return TelemetryPublisher(client, config.service, node_name(config.node, car))
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -212,8 +221,8 @@ async def car(tmp_path: Path) -> AsyncIterator[Car]:
     clock = Clock(50.0)
     state = VehicleState(clock=clock.now)
     telemetry = Telemetry(state, TelemetryConfig(service="pubsub.localhost", rules=(
-        TelemetryRule(paths.SPEED, every=3600.0, min_interval=0.0),)), client, "car@localhost", tmp_path, clock,
-        asyncio.Event().wait)
+        TelemetryRule(paths.SPEED, every=3600.0, min_interval=0.0),)), publisher_for(client, "car@localhost"),
+        tmp_path, clock, asyncio.Event().wait)
     try:
         yield Car(state, telemetry)
     finally:
@@ -258,8 +267,8 @@ async def test_telemetry_restarted_on_the_same_folder_keeps_the_operators_rules(
     with pytest.raises(RuleError, match="telemetry has stopped"):
         await car.telemetry.set_rule(MODE_RULE)
     client = slixmpp.ClientXMPP("car@localhost/car", "unused")
-    again = Telemetry(VehicleState(), TelemetryConfig(service="pubsub.localhost"), client, "car@localhost",
-                      tmp_path, Clock(), asyncio.Event().wait)
+    again = Telemetry(VehicleState(), TelemetryConfig(service="pubsub.localhost"),
+                      publisher_for(client, "car@localhost"), tmp_path, Clock(), asyncio.Event().wait)
     assert again.rules == (MODE_RULE,) and again.origin(paths.MODE) == "operator"
     await again.stop()
     await close_client(client)
@@ -340,7 +349,8 @@ def note(reply: Any) -> str:
 
 
 def open_telemetry(state: VehicleState, car: slixmpp.ClientXMPP, data_dir: Path) -> Telemetry:
-    telemetry = Telemetry(state, CONFIG, car, str(car.boundjid.bare), data_dir, Clock(), asyncio.Event().wait)
+    telemetry = Telemetry(state, CONFIG, publisher_for(car, str(car.boundjid.bare), CONFIG), data_dir, Clock(),
+                          asyncio.Event().wait)
     telemetry.start()
     return telemetry
 

@@ -27,7 +27,8 @@ from agent.telemetry.queue import Sample, TelemetryQueue
 from agent.telemetry.sender import TelemetrySender
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
-from agent.xmpp.pubsub import NodeSetupError, PublishError, TelemetryPublisher, node_name
+from agent.telemetry.publisher import NodeSetupError, PublishError, node_name
+from agent.xmpp.pubsub import TelemetryPublisher
 from drivers.backoff import Backoff
 from devserver.clients import close_client
 from devserver.fleet import FleetProsody, FleetReceiver
@@ -105,6 +106,13 @@ async def fill(queue: TelemetryQueue, count: int, start: int = 0) -> list[Sample
     recorded = [Sample(paths.SPEED, float(i), 1776471120.0 + i * 0.25 + 0.0004) for i in range(start, start + count)]
     await queue.record(recorded)
     return recorded
+
+
+def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPublisher:
+    """The car's telemetry publisher, as the agent makes it: the node named after the car, on the config's service."""
+    config = config or TelemetryConfig(service="pubsub.localhost")
+    assert config.service is not None
+    return TelemetryPublisher(client, config.service, node_name(config.node, car))
 
 
 async def until(predicate: Any, timeout: float = WAIT) -> None:
@@ -190,7 +198,7 @@ async def test_samples_taken_offline_are_all_delivered_in_order_once_online_and_
     is_online = asyncio.Event()
     expected = []
     async with receiver(server, node) as fleet, online(server, car, password) as client:
-        telemetry = Telemetry(state, config, client, car, tmp_path, clock, is_online.wait)
+        telemetry = Telemetry(state, config, publisher_for(client, car, config), tmp_path, clock, is_online.wait)
         telemetry.start()
         run = asyncio.create_task(telemetry.run())
         for i in range(30):  # the car drives through a dead zone
@@ -212,7 +220,7 @@ async def test_samples_taken_offline_are_all_delivered_in_order_once_online_and_
         await telemetry.stop()
 
         state = VehicleState()  # the agent restarts
-        telemetry = Telemetry(state, config, client, car, tmp_path, clock, is_online.wait)
+        telemetry = Telemetry(state, config, publisher_for(client, car, config), tmp_path, clock, is_online.wait)
         assert telemetry.pending == 1
         telemetry.start()
         run = asyncio.create_task(telemetry.run())

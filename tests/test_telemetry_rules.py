@@ -15,7 +15,7 @@ import pytest
 from agent.clock import Clock
 from agent.profile.model import TelemetryRule
 from agent.telemetry.queue import Sample
-from agent.telemetry.rules import TelemetryPolicy, changed_enough
+from agent.policies.telemetry import TelemetryPolicy, changed_enough
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 

@@ -1,6 +1,5 @@
 """The cabin: what the driver is told (operators' messages) and asked (confirmations of vehicle actions)."""
 
-from agent.cabin.control import cabin_control_handlers
 from agent.cabin.errors import AlreadyAnswered, CabinError, EmptyPrompt, NoAcknowledgement, PromptNotFound
 from agent.cabin.notices import Notice
 from agent.cabin.offers import Offer, Offers
@@ -8,5 +7,4 @@ from agent.cabin.prompts import (Confirmation, DriverPrompts, Pending, PromptEve
                                  acknowledgement_text)
 
 __all__ = ["AlreadyAnswered", "CabinError", "Confirmation", "DriverPrompts", "EmptyPrompt", "NoAcknowledgement",
-           "Notice", "Offer", "Offers", "Pending", "PromptEvent", "PromptNotFound", "acknowledgement_sender", "acknowledgement_text",
-           "cabin_control_handlers"]
+           "Notice", "Offer", "Offers", "Pending", "PromptEvent", "PromptNotFound", "acknowledgement_sender", "acknowledgement_text"]

@@ -78,6 +78,7 @@ class Offers:
         self.clock = clock
         self._open: dict[str, Offer] = {}
         self._events: Event[Offer] = Event("driver offer")
+        self._watchers: set[asyncio.Task[None]] = set()
 
     def offer_call(self, peer: str, media: Sequence[str]) -> Offer:
         """An incoming call from ``peer`` with ``media`` ("audio", "video")."""
@@ -136,7 +137,9 @@ class Offers:
         log.info("incoming %s from %s (offer %s)%s", offer.kind, offer.peer, offer.id,
                  f": {offer.name} ({offer.size} bytes)" if offer.kind == "file" else f": {'+'.join(offer.media)}")
         self._tell(offer)
-        asyncio.get_running_loop().create_task(self._expire_when_done(offer))
+        task = asyncio.get_running_loop().create_task(self._expire_when_done(offer), name=f"offer-{offer.id}")
+        self._watchers.add(task)  # kept until done: the loop holds only weak references to tasks
+        task.add_done_callback(self._watchers.discard)
         return offer
 
     async def _expire_when_done(self, offer: Offer) -> None:

@@ -12,16 +12,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
 from datetime import UTC, datetime
 
 from agent.commands.registry import Command, CommandContext, Result
+from agent.errors import HeadunitError
 from agent.logbook import LogBundle, Logbook, LogbookError
 from agent.profile.model import CameraConfig
-from agent.xmpp.upload import HttpUploader, UploadError, UploadService
 from drivers.camera import Camera, Still, create_camera
 from drivers.errors import DriverError
 
 log = logging.getLogger(__name__)
+
+
+class UploadService(Protocol):
+    @property
+    def max_file_size(self) -> int | None:
+        """The largest file the service takes (None: no limit announced)."""
+
+
+class Uploader(Protocol):
+    """Shares a file by HTTP upload (the XMPP side: :class:`agent.xmpp.upload.Uploader`).
+
+    Its failures are :class:`~agent.errors.HeadunitError` whose message names the step.
+    """
+
+    async def discover(self) -> UploadService:
+        """Find the upload service (cached); raises if there is none."""
+
+    async def upload(self, source: Path | str | bytes, filename: str, content_type: str = ...) -> str:
+        """Upload ``source``; returns the URL to share."""
 
 CameraFactory = Callable[[], Camera]
 Extra = Callable[[], Mapping[str, str]]
@@ -46,7 +67,7 @@ def _no_extra() -> Mapping[str, str]:
 # -- photo -----------------------------------------------------------------------------------
 
 
-def photo_command(camera_factory: CameraFactory | None, uploader: HttpUploader | None) -> Command:
+def photo_command(camera_factory: CameraFactory | None, uploader: Uploader | None) -> Command:
     """``photo``: one still from the car's camera, uploaded as image/jpeg; the URL comes back."""
 
     async def photo(ctx: CommandContext) -> Result:
@@ -56,7 +77,7 @@ def photo_command(camera_factory: CameraFactory | None, uploader: HttpUploader |
                    description="One still from the car's camera, uploaded; you get its URL.")
 
 
-async def take_photo(camera_factory: CameraFactory | None, uploader: HttpUploader | None) -> Result:
+async def take_photo(camera_factory: CameraFactory | None, uploader: Uploader | None) -> Result:
     """Find the upload service, take one still, upload it; a failure names its step."""
     if camera_factory is None:
         return Result("No camera in this car's profile: no photo was taken.", ok=False)
@@ -72,7 +93,7 @@ async def take_photo(camera_factory: CameraFactory | None, uploader: HttpUploade
     name = f"photo-{_stamp(still.taken_at)}.jpg"
     try:
         url = await uploader.upload(still.jpeg, name, JPEG)
-    except UploadError as exc:
+    except HeadunitError as exc:
         log.warning("photo: upload of %s failed: %s", name, exc)
         return Result(f"The photo was taken but its upload failed: {exc}", ok=False)
     return Result(url, (
@@ -94,7 +115,7 @@ async def capture(camera_factory: CameraFactory) -> Still:
 # -- logs ------------------------------------------------------------------------------------
 
 
-def logs_command(logbook: Logbook, uploader: HttpUploader | None, extra: Extra = _no_extra) -> Command:
+def logs_command(logbook: Logbook, uploader: Uploader | None, extra: Extra = _no_extra) -> Command:
     """``logs``: the agent's rotated log files (and ``extra()`` text files) as one .tar.gz URL."""
 
     async def logs(ctx: CommandContext) -> Result:
@@ -104,7 +125,7 @@ def logs_command(logbook: Logbook, uploader: HttpUploader | None, extra: Extra =
                    description="The agent's recent log files as a .tar.gz, uploaded; you get its URL.")
 
 
-async def send_logs(logbook: Logbook, uploader: HttpUploader | None, extra: Extra = _no_extra) -> Result:
+async def send_logs(logbook: Logbook, uploader: Uploader | None, extra: Extra = _no_extra) -> Result:
     """Find the upload service, bundle the logs to fit it, upload, discard the bundle."""
     service = await _service(uploader, "no logs were sent")
     if isinstance(service, Result):
@@ -117,7 +138,7 @@ async def send_logs(logbook: Logbook, uploader: HttpUploader | None, extra: Extr
         return Result(f"Bundling the logs failed: {exc}. No logs were sent.", ok=False)
     try:
         url = await uploader.upload(bundle.path, bundle.name, GZIP)
-    except UploadError as exc:
+    except HeadunitError as exc:
         log.warning("logs: upload of %s failed: %s", bundle.name, exc)
         return Result(f"The logs were bundled but their upload failed: {exc}", ok=False)
     finally:
@@ -145,13 +166,13 @@ def _gather(extra: Extra) -> Mapping[str, str]:
 # -- shared ----------------------------------------------------------------------------------
 
 
-async def _service(uploader: HttpUploader | None, nothing_done: str) -> UploadService | Result:
+async def _service(uploader: Uploader | None, nothing_done: str) -> UploadService | Result:
     """The upload service, or a failed Result that says the upload step is what failed."""
     if uploader is None:
         return Result(f"This car has no file upload: {nothing_done}.", ok=False)
     try:
         return await uploader.discover()
-    except UploadError as exc:
+    except HeadunitError as exc:
         log.warning("upload service not found: %s", exc)
         return Result(f"The upload service is not available: {exc}; {nothing_done}.", ok=False)
 

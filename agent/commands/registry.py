@@ -24,6 +24,7 @@ from agent import __version__
 from agent.commands import audit as au
 from agent.commands.audit import AuditEntry, AuditLog, Decision
 from agent.commands.forms import Field, FieldValue, FormView, describe_errors, redacted, validate
+from agent.jid import JidError, bare as bare_jid
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 
@@ -72,7 +73,7 @@ class CommandContext:
     @property
     def bare(self) -> str:
         """The requester's bare JID."""
-        return self.requester.split("/", 1)[0]
+        return _bare(self.requester)
 
 
 Handler = Callable[[CommandContext], Awaitable[Result]]
@@ -505,5 +506,9 @@ def _result_form(command: Command, result: Result) -> FormView | None:
     return FormView(command.title, "", fields, values, type="result")
 
 
-def _bare(jid: str) -> str:
-    return jid.split("/", 1)[0].lower()
+def _bare(requester: str) -> str:
+    """The requester's account, for rate limits and the audit (a stanza's sender is always a JID)."""
+    try:
+        return bare_jid(requester)
+    except JidError:
+        return requester.lower()

@@ -7,18 +7,17 @@ lives in one place. Everything here is pure: the hub decides when to send.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agent import __version__
+from agent.cabin import views
+from agent.cabin.api import Car
 from agent.cabin.offers import Offer
 from agent.cabin.prompts import Pending
 from agent.messages.store import StoredMessage
-from agent.policies.presence import PresencePolicy, PresenceUpdate
-from agent.profile.model import Profile
 from agent.vehicle.state import Reading
-from agent.xmpp.contacts import Contact, PendingRequest, ResourcePresence
+from agent.policies.contacts import Contact, PendingRequest, ResourcePresence
 
 Frame = dict[str, Any]
 
@@ -26,24 +25,20 @@ Frame = dict[str, Any]
 _AVAILABILITY = {"chat": 0, "": 1, "away": 2, "dnd": 3, "xa": 4}
 
 
-def encode(frame: Mapping[str, Any]) -> str:
+def encode(frame: object) -> str:
     """One frame as compact JSON text (never NaN or Infinity: the page's JSON.parse refuses them)."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def hello(profile: Profile) -> Frame:
+def hello(car: Car, theme: str) -> Frame:
     """The first frame of a connection: who the car is and how the page should behave."""
-    dashboard = profile.dashboard
-    return {"type": "hello", "car": profile.account.jid, "name": profile.name, "version": __version__,
-            "theme": dashboard.theme, "quick_replies": list(dashboard.quick_replies),
-            "moving_speed": profile.policies.mode.moving_speed}
+    return {"type": "hello", "car": car.jid, "name": car.name, "version": __version__,
+            "theme": theme, "quick_replies": list(car.quick_replies), "moving_speed": car.moving_speed}
 
 
 def vehicle(readings: Iterable[Reading], *, full: bool) -> Frame:
     """Vehicle values by VSS path: the whole state (``full``) or what changed."""
-    return {"type": "vehicle", "full": full,
-            "values": {r.path: {"value": _finite(r.value), "stale": r.is_stale, "at": _finite(r.timestamp)}
-                       for r in readings}}
+    return {"type": "vehicle", "full": full, "values": {r.path: views.value_json(r) for r in readings}}
 
 
 def connection(state: str, detail: str, queued: int, outbox: int) -> Frame:
@@ -51,13 +46,9 @@ def connection(state: str, detail: str, queued: int, outbox: int) -> Frame:
     return {"type": "connection", "state": state, "detail": detail, "queued": queued, "outbox": outbox}
 
 
-def presence(policy: PresencePolicy) -> Frame:
+def presence(shown: views.PresenceJson) -> Frame:
     """What the car shows now, and whether that follows the vehicle or the driver's override."""
-    sent, auto = policy.last, policy.current()
-    return {"type": "presence", "auto": policy.is_automatic,
-            "show": _show(sent) if sent is not None else "unavailable",
-            "status": sent.status if sent is not None else "",
-            "auto_show": _show(auto), "auto_status": auto.status}
+    return {"type": "presence", **shown}
 
 
 def contacts(roster: Sequence[Contact], pending: Sequence[PendingRequest]) -> Frame:
@@ -66,15 +57,9 @@ def contacts(roster: Sequence[Contact], pending: Sequence[PendingRequest]) -> Fr
             "pending": [{"jid": r.jid, "nick": r.nick, "status": r.status, "since": r.since} for r in pending]}
 
 
-def message(m: StoredMessage) -> Frame:
-    """One stored message as the page shows it (``id`` is the store's local id)."""
-    return {"id": m.local_id, "peer": m.peer, "direction": m.direction, "body": m.body, "at": m.sent_at,
-            "state": m.state}
-
-
 def messages(found: Iterable[StoredMessage], *, full: bool) -> Frame:
     """Messages: the recent threads on connect (``full``), then each new message or state change."""
-    return {"type": "messages", "full": full, "messages": [message(m) for m in found]}
+    return {"type": "messages", "full": full, "messages": [views.message_json(m) for m in found]}
 
 
 def prompts(pending: Pending) -> Frame:
@@ -117,12 +102,3 @@ def _best(resources: Iterable[ResourcePresence]) -> ResourcePresence | None:
     return ranked[0] if ranked else None
 
 
-def _show(update: PresenceUpdate) -> str:
-    return update.show or "available"
-
-
-def _finite(value: Any) -> Any:
-    """Non-finite floats (a sensor's NaN) become null: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,7 +1,7 @@
 """The live side of the dashboard: every connected page gets the full state, then every change.
 
-The hub listens to the agent (vehicle state, link, presence, contacts, chat, prompts,
-offers) and sends frames (:mod:`agent.dashboard.frames`) to each page through that
+The hub listens to the driver's API (vehicle state, link, presence, contacts, chat,
+prompts, offers) and sends frames (:mod:`agent.dashboard.frames`) to each page through that
 page's own queue, so one slow page never holds the others up (it is disconnected
 instead, and reconnects to a fresh full state). Vehicle changes are batched (at most
 one frame every 100 ms), the outbox and telemetry counts are looked at once a second.
@@ -15,19 +15,18 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agent.cabin.api import DriverApi
 from agent.dashboard import frames, requests
 from agent.dashboard.frames import Frame
 from agent.dashboard.limits import Budget, LogLimiter
 from agent.errors import HeadunitError
 from agent.messages.store import StoredMessage
+from agent.profile.model import DashboardConfig
 from agent.vehicle.state import StateEvent
-
-if TYPE_CHECKING:
-    from agent.app import Agent
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +121,9 @@ class Coalesced:
 class Hub:
     """All pages of one agent's dashboard."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, api: DriverApi, config: DashboardConfig) -> None:
+        self.api = api
+        self.config = config
         self._pages: set[Page] = set()
         self._dirty: set[str] = set()
         self._last_connection: Frame | None = None
@@ -147,18 +147,15 @@ class Hub:
         """Follow the agent's changes; idempotent."""
         if self._ticker is not None:
             return
-        agent = self.agent
+        api = self.api
         self._unsubscribe += [
-            agent.state.listen(self._on_vehicle),
-            agent.prompts.listen(self._flushes["prompts"].request),
-            agent.offers.listen(self._flushes["offers"].request),
-            agent.presence.changed.listen(self._flushes["presence"].request),
-            agent.contacts.changed.listen(self._flushes["contacts"].request),
-            agent.contacts.request_pending.listen(self._flushes["contacts"].request),
-            agent.chat.new_message.listen(self._on_message),
-            agent.chat.progress.listen(self._on_message),
-            agent.xmpp.online.listen(self._on_link),
-            agent.xmpp.offline.listen(self._on_link),
+            api.listen_vehicle(self._on_vehicle),
+            api.prompts.listen(self._flushes["prompts"].request),
+            api.offers.listen(self._flushes["offers"].request),
+            api.presence.changed.listen(self._flushes["presence"].request),
+            *(event.listen(self._flushes["contacts"].request) for event in api.contacts.events),
+            *(event.listen(self._on_message) for event in api.chat.events),
+            *(event.listen(self._on_link) for event in api.link_events),
         ]
         self._ticker = asyncio.create_task(self._look_at_counts(), name="dashboard-counts")
 
@@ -210,17 +207,17 @@ class Hub:
 
     async def _greeting(self) -> list[Frame]:
         """Everything a page shows, in the protocol's order; read as one snapshot after the awaits."""
-        agent = self.agent
-        history = await agent.messages.recent_threads(THREADS, PER_THREAD)
+        api = self.api
+        history = await api.chat.recent(THREADS, PER_THREAD)
         await self._update_counts()
-        return [frames.hello(agent.profile),
-                frames.vehicle(agent.state.snapshot().values(), full=True),
+        return [frames.hello(api.car, self.config.theme),
+                frames.vehicle(api.readings().values(), full=True),
                 self._connection(),
-                frames.presence(agent.presence),
-                frames.contacts(agent.contacts.contacts(), agent.contacts.pending()),
+                frames.presence(api.presence.get()),
+                frames.contacts(api.contacts.roster(), api.contacts.pending()),
                 frames.messages(history, full=True),
-                frames.prompts(agent.prompts.pending()),
-                frames.offers(agent.offers.pending())]
+                frames.prompts(api.prompts.pending()),
+                frames.offers(api.offers.pending())]
 
     async def _on_text(self, page: Page, data: str) -> None:
         if len(data) > MAX_FRAME or len(data.encode("utf-8", errors="replace")) > MAX_FRAME:
@@ -235,11 +232,11 @@ class Hub:
             return
         page.push(await self._answer(page, request, request_id))
 
-    async def _answer(self, page: Page, request: dict[str, Any], request_id: int | None) -> Frame:
+    async def _answer(self, page: Page, request: dict[str, object], request_id: int | None) -> Frame:
         """Do one request; any refusal, or failure, is an error result (the page stays connected)."""
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                value = await requests.handle(self.agent, request)
+                value = await requests.handle(self.api, request)
             frames.encode(value)
         except requests.RequestError as exc:
             self._bad_frames.warning("dashboard page %s: request %s refused: %s", page.peer,
@@ -273,7 +270,7 @@ class Hub:
 
     def _flush_vehicle(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        readings = [r for path in sorted(dirty) if (r := self.agent.state.get(path)) is not None]
+        readings = [r for path in sorted(dirty) if (r := self.api.reading(path)) is not None]
         if readings:
             self._broadcast(frames.vehicle(readings, full=False))
 
@@ -283,19 +280,19 @@ class Hub:
 
     def _send_presence(self) -> None:
         if self._pages:
-            self._broadcast(frames.presence(self.agent.presence))
+            self._broadcast(frames.presence(self.api.presence.get()))
 
     def _send_contacts(self) -> None:
         if self._pages:
-            self._broadcast(frames.contacts(self.agent.contacts.contacts(), self.agent.contacts.pending()))
+            self._broadcast(frames.contacts(self.api.contacts.roster(), self.api.contacts.pending()))
 
     def _send_prompts(self) -> None:
         if self._pages:
-            self._broadcast(frames.prompts(self.agent.prompts.pending()))
+            self._broadcast(frames.prompts(self.api.prompts.pending()))
 
     def _send_offers(self) -> None:
         if self._pages:
-            self._broadcast(frames.offers(self.agent.offers.pending()))
+            self._broadcast(frames.offers(self.api.offers.pending()))
 
     # -- the link and the counts ---------------------------------------------------------
 
@@ -309,19 +306,11 @@ class Hub:
         self._last_connection = frame
 
     def _connection(self) -> Frame:
-        xmpp = self.agent.xmpp
-        if xmpp.is_online:
-            state = "online"
-        elif xmpp.is_resumable:
-            state = "resuming"
-        else:
-            state = "offline" if xmpp.last_error else "connecting"
-        return frames.connection(state, self.agent._connection(), *self._counts)
+        status = self.api.connection()
+        return frames.connection(status.state, status.detail, *self._counts)
 
     async def _update_counts(self) -> None:
-        telemetry = self.agent.telemetry
-        queued = telemetry.pending if telemetry is not None else 0
-        self._counts = (queued, len(await self.agent.messages.unacked()))
+        self._counts = (self.api.telemetry_queued() or 0, await self.api.chat.outbox())
 
     async def _look_at_counts(self) -> None:
         """Once a second, while pages are connected: the link and the queue depths, sent when changed."""
@@ -337,7 +326,7 @@ class Hub:
             self._send_connection()
 
 
-def _parse(data: str) -> tuple[dict[str, Any] | None, int | None, str | None]:
+def _parse(data: str) -> tuple[dict[str, object] | None, int | None, str | None]:
     """The request in a frame, its id (None when unreadable) and what is wrong with it (None: nothing)."""
     try:
         request = json.loads(data, parse_constant=_no_constant)

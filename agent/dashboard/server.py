@@ -14,18 +14,16 @@ import hmac
 import ipaddress
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from yarl import URL
 
+from agent.cabin.api import DriverApi
 from agent.dashboard.hub import MAX_FRAME, Hub
 from agent.dashboard.limits import LogLimiter
 from agent.dashboard.token import URL_FILE, new_token, publish, withdraw
 from agent.errors import AgentStartError
-
-if TYPE_CHECKING:
-    from agent.app import Agent
+from agent.profile.model import DashboardConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +46,12 @@ class DashboardStartError(AgentStartError):
 class Dashboard:
     """The touchscreen's web UI: serves the page and its WebSocket while the agent runs."""
 
-    def __init__(self, agent: Agent, *, static_dir: Path | None = None) -> None:
-        self.agent = agent
-        self.config = agent.profile.dashboard
+    def __init__(self, api: DriverApi, config: DashboardConfig, data_dir: Path, *,
+                 static_dir: Path | None = None) -> None:
+        self.config = config
+        self.data_dir = data_dir  # where the address and this start's token are published
         self.static_dir = static_dir or STATIC
-        self.hub = Hub(agent)
+        self.hub = Hub(api, config)
         self._token = ""
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -99,19 +98,19 @@ class Dashboard:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         try:
-            publish(self.agent.data_dir, self._token, self.url)
+            publish(self.data_dir, self._token, self.url)
         except OSError as exc:
-            raise DashboardStartError(f"dashboard: cannot write its address into {self.agent.data_dir}: "
+            raise DashboardStartError(f"dashboard: cannot write its address into {self.data_dir}: "
                                       f"{exc.strerror or exc}") from exc
         self.hub.start()
-        log.info("dashboard at %s (token in %s)", self.address, self.agent.data_dir / URL_FILE)
+        log.info("dashboard at %s (token in %s)", self.address, self.data_dir / URL_FILE)
 
     async def stop(self) -> None:
         """Withdraw the token, close every page ("going away"), stop listening; idempotent."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        withdraw(self.agent.data_dir)
+        withdraw(self.data_dir)
         await self.hub.stop()
         await runner.cleanup()
         log.info("dashboard closed")

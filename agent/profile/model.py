@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The vehicle inputs' sections are declared next to the feeds that read them; the profile holds them.
+from agent.vehicle.config import CanConfig as CanConfig, GnssConfig as GnssConfig, ObdConfig as ObdConfig
+from agent.vehicle.config import ObdPid as ObdPid, SignalMapping as SignalMapping
 from agent.vehicle.mode import ModeSettings
 
 
@@ -23,37 +26,6 @@ class AccountConfig:
     tls: str = "starttls"  # "starttls" (XMPP port) or "direct" (XEP-0368 Direct TLS port)
     pin_sha256: tuple[str, ...] = ()  # base64 SHA-256 of the server key's SPKI; any one must match
     allow_plain: bool = False  # SASL PLAIN (inside TLS only) when the server offers no SCRAM
-
-
-@dataclass(frozen=True)
-class SignalMapping:
-    """One DBC signal feeding one VSS path: value = dbc_value * scale + offset."""
-
-    path: str
-    message: str | int  # DBC message name, or its frame id
-    signal: str
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-    datatype: str | None = None  # "boolean", "int", "float" or "string"; None keeps the decoded type
-
-
-@dataclass(frozen=True)
-class CanConfig:
-    interface: str  # "socketcan", "virtual", "replay" or any python-can interface
-    channel: str = "can0"
-    bitrate: int | None = None
-    fd: bool = False
-    data_bitrate: int | None = None
-    dbc: Path | None = None
-    signals: tuple[SignalMapping, ...] = ()
-    replay_file: Path | None = None  # interface "replay": a .log/.asc/.blf file
-    replay_loop: bool = False
-    stale_after: float = 2.0  # s without a frame before CAN values go stale
-    # Sending (vehicle actions). Off unless the profile says so: the agent never writes on the car's bus.
-    write: bool = False
-    write_interface: str | None = None  # None: the bus being read; required when that is a replay
-    write_channel: str | None = None  # None: ``channel``
 
 
 @dataclass(frozen=True)
@@ -79,31 +51,6 @@ class CanAction:
     modes: tuple[str, ...] = ()  # the vehicle mode is one of these (empty: any)
     driver_confirms: bool = False  # the driver accepts it on the dashboard
     driver_timeout: float = 30.0  # s the driver has to answer; no answer is a refusal
-
-
-@dataclass(frozen=True)
-class ObdPid:
-    pid: int
-    path: str  # where its value goes; defaults per PID in agent/profile/loader.py (OBD_DEFAULT_PATHS)
-
-
-@dataclass(frozen=True)
-class ObdConfig:
-    pids: tuple[ObdPid, ...]
-    interval: float = 1.0  # s between polls of the whole list
-    timeout: float = 0.2  # s to wait for the first answer to one request
-    stale_after: float = 5.0
-
-
-@dataclass(frozen=True)
-class GnssConfig:
-    source: str  # "serial", "gpsd" or "replay"
-    port: str | None = None  # serial
-    baudrate: int = 9600
-    host: str = "127.0.0.1"  # gpsd
-    gpsd_port: int = 2947
-    file: Path | None = None  # replay: an NMEA log
-    stale_after: float = 5.0
 
 
 @dataclass(frozen=True)

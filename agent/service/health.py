@@ -23,18 +23,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.control import Handler
-from agent.headless import connection_state
 from agent.service.debug import debug_handlers
 from agent.service.notify import Notifier, watchdog_interval
 from agent.service.probes import CrashCounter, ErrorLog, LoopProbe, RateMeter
 from agent.service.status import driver_problems, status_json
+from agent.service.view import Watched
 from agent.vehicle import paths
-
-if TYPE_CHECKING:
-    from agent.app import Agent
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +52,9 @@ class Problem:
 class Health:
     """Watches one agent and keeps systemd told; ``start()`` after the control socket, ``stop()`` last."""
 
-    def __init__(self, agent: Agent, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, agent: Watched, *, environ: Mapping[str, str] | None = None) -> None:
         self.agent = agent
-        self.config = agent.profile.service
+        self.config = agent.config
         self.notifier = Notifier.from_environment(environ)
         self.watchdog_interval = watchdog_interval(environ)
         self.probe = LoopProbe(window=self.config.loop_lag_limit)
@@ -88,7 +85,7 @@ class Health:
             return
         self.errors.install()
         self.probe.start()
-        self._unsubscribe_online = self.agent.xmpp.online.listen(self._on_online)
+        self._unsubscribe_online = self.agent.link.online.listen(self._on_online)
         self._spawn("health-status", self._update_status)
         self._spawn("health-ready", self._ready_when_offline)
         # a longer ready_timeout than the unit's TimeoutStartSec= must not get the start killed
@@ -209,17 +206,16 @@ class Health:
         mode = agent.state.value(paths.MODE)
         if mode is not None:
             parts.append("ignition off" if mode == "off" else str(mode))
-        if agent.telemetry is not None:
-            parts.append(f"{agent.telemetry.pending} samples queued")
+        if agent.telemetry_pending is not None:
+            parts.append(f"{agent.telemetry_pending()} samples queued")
         parts += [p.reason for p in self.problems()][:1]
         return " · ".join(parts)
 
     def _connection_text(self) -> str:
-        state = connection_state(self.agent)
-        error = self.agent.xmpp.last_error
-        if state == "offline" and error:
-            return f"offline ({_short_error(error)}) · retrying"
-        return state
+        status = self.agent.link.connection()
+        if status.state == "offline" and status.last_error:
+            return f"offline ({_short_error(status.last_error)}) · retrying"
+        return status.state
 
     async def _update_status(self) -> None:
         agent = self.agent
@@ -289,10 +285,10 @@ def _short_error(error: str) -> str:
     return error.removeprefix("connection failed: ")[:60]
 
 
-def status_handlers(agent: Agent) -> dict[str, Handler]:
+def status_handlers(health: Health) -> dict[str, Handler]:
     """``status`` for the control socket (``headunit status``); with HEADUNIT_TEST_HOOKS=1 also ``debug.*``."""
 
-    async def status(_: Mapping[str, Any]) -> object:
-        return await status_json(agent, agent.health)
+    async def status(_: Mapping[str, object]) -> object:
+        return await status_json(health.agent, health)
 
-    return {"status": status, **debug_handlers(lambda: agent.health.notifier)}
+    return {"status": status, **debug_handlers(lambda: health.notifier)}

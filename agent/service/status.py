@@ -13,22 +13,21 @@ import time
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.headless import connection_state
+from agent.service.view import Watched
 from agent.vehicle import paths
 
 if TYPE_CHECKING:
-    from agent.app import Agent
     from agent.service.health import Health
 
 DriverJson = dict[str, object]
 
 
-def driver_problems(agent: Agent) -> list[str]:
+def driver_problems(agent: Watched) -> list[str]:
     """Why a driver the profile asks for is not working now; empty when all work (or none is running)."""
     return [str(d["problem"]) for d in drivers_json(agent, None).values() if d.get("problem")]
 
 
-def drivers_json(agent: Agent, can_rate: float | None) -> dict[str, DriverJson]:
+def drivers_json(agent: Watched, can_rate: float | None) -> dict[str, DriverJson]:
     """CAN, OBD-II, GNSS and GPIO as configured, each with ``problem`` (None when fine)."""
     drivers: dict[str, DriverJson] = {}
     if agent.can is not None:
@@ -40,12 +39,12 @@ def drivers_json(agent: Agent, can_rate: float | None) -> dict[str, DriverJson]:
                               "send_errors": stats.send_errors, "problem": None}
     if agent.gnss is not None:
         drivers["gnss"] = _gnss(agent)
-    if agent.profile.vehicle.gpio is not None:
+    if agent.gpio is not None:
         drivers["gpio"] = _gpio(agent)
     return drivers
 
 
-def _can(agent: Agent, rate: float | None) -> DriverJson:
+def _can(agent: Watched, rate: float | None) -> DriverJson:
     assert agent.can is not None
     port, running = agent.can.port, agent.supervisor.is_running("can")
     stats = port.stats
@@ -59,7 +58,7 @@ def _can(agent: Agent, rate: float | None) -> DriverJson:
             "problem": problem}
 
 
-def _gnss(agent: Agent) -> DriverJson:
+def _gnss(agent: Watched) -> DriverJson:
     assert agent.gnss is not None
     source, running = agent.gnss.source, agent.supervisor.is_running("gnss")
     fix = agent.state.value(paths.GNSS_FIX_TYPE)  # None while unknown or stale
@@ -69,34 +68,27 @@ def _gnss(agent: Agent) -> DriverJson:
             "sentences": source.stats.sentences, "skipped": source.stats.skipped(), "problem": problem}
 
 
-def _gpio(agent: Agent) -> DriverJson:
-    config = agent.profile.vehicle.gpio
+def _gpio(agent: Watched) -> DriverJson:
+    config = agent.gpio
     assert config is not None
-    is_up = agent.gpio is not None
-    problem = None if is_up or agent.started_at is None else "GPIO is unavailable (see the last errors)"
+    is_up = agent.gpio_up()
+    problem = None if is_up or agent.started_at() is None else "GPIO is unavailable (see the last errors)"
     return {"pin_factory": config.pin_factory or "default", "up": is_up, "problem": problem}
 
 
-def connection_json(agent: Agent) -> dict[str, object]:
-    """The XMPP link: state, whether the stream can be resumed, how often it was, the last connect error."""
-    xmpp = agent.xmpp
-    return {"state": connection_state(agent), "detail": agent._connection(), "online": xmpp.is_online,
-            "resumable": xmpp.is_resumable, "resumed": xmpp.resumptions, "sessions": xmpp.fresh_sessions,
-            "last_error": xmpp.last_error}
-
-
-async def status_json(agent: Agent, health: Health) -> dict[str, object]:
+async def status_json(agent: Watched, health: Health) -> dict[str, object]:
     """Everything ``headunit status`` shows; ``healthy`` false when any problem is listed."""
     healthy, problems = health.is_healthy()
-    uptime = None if agent.started_at is None else round(time.monotonic() - agent.started_at, 1)
-    telemetry = agent.telemetry
+    started = agent.started_at()
+    uptime = None if started is None else round(time.monotonic() - started, 1)
+    pending = agent.telemetry_pending
     return {
         "healthy": healthy, "problems": problems,
-        "agent": {"version": __version__, "profile": agent.profile.name, "file": str(agent.profile.file),
+        "agent": {"version": __version__, "profile": agent.name, "file": str(agent.file),
                   "pid": os.getpid(), "uptime": uptime},
-        "connection": connection_json(agent),
-        "telemetry": None if telemetry is None else {"queued": telemetry.pending},
-        "chat": {"outbox": len(await agent.messages.unacked())},
+        "connection": agent.link.connection().as_json(),
+        "telemetry": None if pending is None else {"queued": pending()},
+        "chat": {"outbox": await agent.outbox()},
         "drivers": drivers_json(agent, health.can_rate.rate()),
         "tasks": health.tasks_json(),
         "loop": {"lag": round(health.probe.lag(), 3), "limit": health.config.loop_lag_limit},

@@ -29,10 +29,10 @@ from agent.clock import Clock
 from agent.profile.model import TelemetryConfig, TelemetryRule
 from agent.telemetry.overrides import Origin, RuleError, RuleOverrides
 from agent.telemetry.queue import Sample, TelemetryQueue
-from agent.telemetry.rules import TelemetryPolicy
+from agent.policies.telemetry import TelemetryPolicy
 from agent.telemetry.sender import TelemetrySender
 from agent.vehicle.state import VehicleState
-from agent.xmpp.pubsub import Client, TelemetryPublisher, node_name
+from agent.telemetry.publisher import Publisher, node_name
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,14 @@ DB_NAME = "telemetry.db"
 RULES_DB_NAME = "telemetry-rules.db"  # the operators' changes: apart from the samples, as a setting
 PRUNE_EVERY = 3600.0  # s between deletions of acknowledged samples past their retention
 
-__all__ = ["Telemetry", "Sample", "Origin", "RuleError"]
+__all__ = ["Telemetry", "Sample", "Origin", "Publisher", "RuleError", "node_name"]
 
 
 class Telemetry:
     """The telemetry pipeline of one car: policy → queue → sender."""
 
-    def __init__(self, state: VehicleState, config: TelemetryConfig, client: Client,
-                 car_jid: str, data_dir: Path, clock: Clock, wait_online: Callable[[], Awaitable[object]],
-                 *, operators: Sequence[str] = ()) -> None:
+    def __init__(self, state: VehicleState, config: TelemetryConfig, publisher: Publisher,
+                 data_dir: Path, clock: Clock, wait_online: Callable[[], Awaitable[object]]) -> None:
         if config.service is None:
             raise ValueError("telemetry needs a PubSub service (telemetry.service in the profile)")
         self.queue = TelemetryQueue(data_dir / DB_NAME, retention=config.retention)
@@ -57,8 +56,7 @@ class Telemetry:
         except BaseException:
             self.queue.close()
             raise
-        self.publisher = TelemetryPublisher(client, config.service, node_name(config.node, car_jid),
-                                            members=operators)
+        self.publisher = publisher
         self.sender = TelemetrySender(self.queue, self.publisher, batch_max=config.batch_max,
                                       batch_delay=clock.real_delay(config.batch_delay), wait_online=wait_online)
         self.policy = TelemetryPolicy(state, self.overrides.effective, clock, self._take)

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from xml.etree.ElementTree import Element
 
 from agent.errors import HeadunitError
-from agent.telemetry.queue import Sample, Value
+from agent.policies.telemetry import Sample
+from agent.vehicle.state import Value
 
 NAMESPACE = "urn:headunit:telemetry:0"
 TAG = f"{{{NAMESPACE}}}batch"

@@ -28,11 +28,12 @@ from typing import TypeVar, Union
 
 from agent.errors import HeadunitError
 from agent.events import Event
+from agent.policies.telemetry import Sample as Sample  # the queue holds what the policy samples
+from agent.vehicle.state import Value
 from agent.storage import Database
 
 log = logging.getLogger(__name__)
 
-Value = Union[bool, int, float, str]
 T = TypeVar("T")
 
 SCHEMA = """
@@ -60,15 +61,6 @@ _NO_SPACE = re.compile(r"\S{1,256}")
 
 class QueueError(HeadunitError):
     """The queue was asked something it cannot do (an unknown batch id, a bad sample)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One observation for the fleet: a VSS path, its value, and when it was observed."""
-
-    path: str
-    value: Value
-    timestamp: float  # the observation's original wall-clock epoch seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from agent.telemetry.codec import CodecError, encode
 from agent.telemetry.queue import Batch, QueueStats, TelemetryQueue
-from agent.xmpp.pubsub import NodeSetupError, PublishError, TelemetryPublisher
+from agent.telemetry.publisher import NodeSetupError, PublishError, Publisher
 from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ PUBLISH_TIMEOUT = 30.0  # s for the service's answer to one publish
 class TelemetrySender:
     """The queue's only consumer; ``run()`` until cancelled, ``flush()`` at ignition off."""
 
-    def __init__(self, queue: TelemetryQueue, publisher: TelemetryPublisher, *, batch_max: int,
+    def __init__(self, queue: TelemetryQueue, publisher: Publisher, *, batch_max: int,
                  batch_delay: float, wait_online: Callable[[], Awaitable[object]],
                  publish_timeout: float = PUBLISH_TIMEOUT, backoff: Backoff | None = None) -> None:
         self._queue = queue

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import can
 
-from agent.profile.model import CanConfig, ObdConfig
+from agent.vehicle.config import CanConfig, ObdConfig
 from agent.vehicle.state import VehicleState
 from drivers.backoff import Backoff
 from drivers.can import CanPort, DbcDecoder, FrameFilter, SignalSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.profile.model import GnssConfig
+from agent.vehicle.config import GnssConfig
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 

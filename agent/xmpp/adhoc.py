@@ -13,7 +13,6 @@ disco items are answered per requester: operators see them, no one else does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from slixmpp.plugins.xep_0004 import Form
 from agent.commands.audit import AuditLog
 from agent.commands.forms import Field, FieldValue, FormView
 from agent.commands.registry import AgentFacade, Dispatcher, RateLimiter, Refused, Registry, Reply
-from agent.xmpp.contacts import is_operator
+from agent.jid import is_operator
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +84,10 @@ class AdHocService:
                 disco.del_node_handler("get_info", jid, command.name)
         self._bound.clear()
         self.dispatcher.sessions.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])  # a cancel of stop() itself still propagates
 
     def _on_bind(self, jid: Any) -> None:
         """Answer disco for the commands at this (possibly new) full JID ourselves."""

@@ -37,6 +37,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
 from agent.events import Event
+from agent.jid import JidError, bare as bare_jid, same_bare
 from agent.messages.store import Direction, MessageError, MessageStore, State, StoredMessage, Via
 
 log = logging.getLogger(__name__)
@@ -492,19 +493,14 @@ def _guard(read: Callable[[], Any], what: str) -> Any:
 
 def _bare(peer: str) -> str:
     try:
-        bare = str(JID(peer).bare)
-    except InvalidJID as exc:
-        raise MessageError(f"not a JID: {peer[:80]!r}") from exc
-    if not bare:
-        raise MessageError("no recipient")
-    return bare
+        return bare_jid(peer)
+    except JidError as exc:
+        raise MessageError(str(exc)) from exc
 
 
 def _same_bare(a: str, b: str) -> bool:
-    try:
-        return bool(a) and JID(a).bare == JID(b).bare and not JID(a).resource
-    except InvalidJID:
-        return False
+    """``a`` is the bare JID ``b`` (a full JID with a resource is not: stanza-ids are by accounts)."""
+    return "/" not in a and same_bare(a, b)
 
 
 def _stamp(element: Any) -> float | None:

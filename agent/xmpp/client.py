@@ -13,6 +13,7 @@ outage does not hammer the server in lockstep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -24,6 +25,7 @@ import slixmpp
 from slixmpp.jid import JID
 
 from agent.errors import AgentTimeout
+from agent.link import ConnectionStatus, LinkState
 from agent.events import Event
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
@@ -100,6 +102,20 @@ class XmppSession:
     def jid(self) -> str:
         return self.account.jid
 
+    def connection(self) -> ConnectionStatus:
+        """Where the link stands now; the one place its state and its line for people are worked out."""
+        online, resumable, error = self.is_online, self.is_resumable, self.last_error
+        state: LinkState
+        if online:
+            state, detail = "online", "online (stream resumable)" if resumable else "online"
+        elif resumable:
+            state, detail = "resuming", f"resuming ({error})" if error else "resuming"
+        elif error:
+            state, detail = "offline", f"offline ({error})"
+        else:
+            state, detail = "connecting", "connecting"
+        return ConnectionStatus(state, detail, online, resumable, self.resumptions, self.fresh_sessions, error)
+
     def _make_client(self) -> HeadunitClient:
         mechs = set(SCRAM) | ({"PLAIN"} if self.account.allow_plain else set())
         client = HeadunitClient(f"{self.account.jid}/{self.account.resource}", self.account.password,
@@ -145,26 +161,29 @@ class XmppSession:
             ) from exc
 
     async def stop(self, timeout: float = 3.0) -> None:
-        """Say goodbye (unavailable presence), close the stream for good; idempotent."""
+        """Say goodbye (unavailable presence), close the stream for good; idempotent.
+
+        The server has ``timeout`` seconds to close its side; the link is dropped after it,
+        and also when the stop is cancelled (the agent's stop stage overran).
+        """
         self._stopping = True
         self._cancel_reconnect()
         self._stop_monitor()
         client = self.client
         client.cancel_connection_attempt()
-        if self.is_online:
-            client.send_presence(ptype="unavailable", pstatus="Agent stopped")
-            client.end_session_on_disconnect = True  # a deliberate end: no resumption
-            try:
-                async with asyncio.timeout(timeout):
-                    await client.disconnect(wait=1.0)
-            except TimeoutError:
-                client.abort()
-        else:
+        try:
+            if self.is_online:
+                client.send_presence(ptype="unavailable", pstatus="Agent stopped")
+                client.end_session_on_disconnect = True  # a deliberate end: no resumption
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await client.disconnect(wait=min(1.0, timeout))
+        finally:
             client.abort()
-        self._online.clear()
-        filters = getattr(client, "_run_out_filters", None)  # slixmpp only cancels it when collected
-        if filters is not None and not filters.done():
-            filters.cancel()
+            self._online.clear()
+            filters = getattr(client, "_run_out_filters", None)  # slixmpp only cancels it when collected
+            if filters is not None and not filters.done():
+                filters.cancel()
 
     def _connect(self) -> None:
         self._reconnect = None

@@ -24,93 +24,16 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 
 from agent.events import Event
-from agent.control import Handler
+from agent.jid import JidError, bare as bare_jid, is_operator
 from agent.errors import HeadunitError
+from agent.policies.contacts import Contact, ContactsError, PendingRequest, ResourcePresence, clean_text
 from agent.profile.model import ContactsConfig
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 200  # requests kept for the driver; beyond, the oldest is refused
-MAX_TEXT = 200  # characters kept of a request's nick or status
 IQ_TIMEOUT = 15.0  # s for a roster change to be answered
 NICK = "{http://jabber.org/protocol/nick}nick"  # XEP-0172, read without the PEP plugin stack
-
-
-class ContactsError(HeadunitError, ValueError):
-    """A driver's request about a contact cannot be done (bad JID, nothing pending, offline)."""
-
-
-@dataclass(frozen=True)
-class PendingRequest:
-    """A subscription request waiting for the driver."""
-
-    jid: str
-    since: float  # wall-clock epoch at which this agent first saw the request
-    nick: str | None = None
-    status: str | None = None
-
-    def as_json(self) -> dict[str, object]:
-        since = datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="seconds")
-        return {"jid": self.jid, "since": since, "nick": self.nick, "status": self.status}
-
-
-@dataclass(frozen=True)
-class ResourcePresence:
-    """What one of a contact's connected clients shows."""
-
-    show: str  # "" (available), "chat", "away", "xa" or "dnd"
-    status: str
-    priority: int
-
-
-@dataclass(frozen=True)
-class Contact:
-    """One roster entry and the presence of its online resources."""
-
-    jid: str
-    name: str
-    groups: tuple[str, ...]
-    subscription: str  # "none", "to", "from" or "both" (RFC 6121 2.1.2.5)
-    pending_out: bool  # the car asked for their presence and has no answer yet
-    presence: dict[str, ResourcePresence]
-
-    def as_json(self) -> dict[str, object]:
-        return {"jid": self.jid, "name": self.name, "groups": list(self.groups),
-                "subscription": self.subscription, "pending_out": self.pending_out,
-                "presence": {res: {"show": p.show, "status": p.status, "priority": p.priority}
-                             for res, p in self.presence.items()}}
-
-
-def is_operator(jid: str, operators: Sequence[str]) -> bool:
-    """True if the bare JID is listed, or its domain is listed as "@domain"."""
-    parsed = JID(jid)
-    bare, domain = parsed.bare.lower(), parsed.domain.lower()
-    return any(bare == op.lower() or op.lower() == f"@{domain}" for op in operators)
-
-
-def clean_text(text: str | None) -> str | None:
-    """A peer's free text made safe to show: no control or format characters, bounded length."""
-    if not text:
-        return None
-    kept = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text
-                   if unicodedata.category(ch) != "Cf")
-    kept = " ".join(kept.split())
-    if len(kept) > MAX_TEXT:
-        kept = kept[:MAX_TEXT - 1] + "…"
-    return kept or None
-
-
-def bare_jid(jid: object) -> str:
-    """The bare form of a JID given by the driver; ContactsError if it is not one."""
-    if not isinstance(jid, str) or not jid.strip():
-        raise ContactsError(f"expected a JID like name@example.org, found {jid!r}")
-    try:
-        parsed = JID(jid.strip())
-    except InvalidJID as exc:
-        raise ContactsError(f"not a valid JID: {jid!r} ({exc})") from exc
-    if not parsed.bare:
-        raise ContactsError(f"not a valid JID: {jid!r}")
-    return str(parsed.bare)
 
 
 class ContactsPolicy:
@@ -377,7 +300,10 @@ class ContactsPolicy:
         return bare
 
     def _checked_online(self, jid: str) -> str:
-        bare = bare_jid(jid)
+        try:
+            bare = bare_jid(jid)
+        except JidError as exc:
+            raise ContactsError(str(exc)) from exc
         if bare == str(self.client.boundjid.bare):
             raise ContactsError(f"{bare} is the car's own account")
         if not self._online:
@@ -405,30 +331,3 @@ def _log_roster_failure(done: Any, jid: str) -> None:
     elif exc is not None:
         log.warning("filing %s in the operators' group failed: %r", jid, exc)
 
-
-def control_handlers(policy: ContactsPolicy) -> dict[str, Handler]:
-    """The ``contacts.*`` commands of the local control socket, answered by ``policy``."""
-
-    async def list_contacts(_: Mapping[str, Any]) -> object:
-        return [contact.as_json() for contact in policy.contacts()]
-
-    async def pending(_: Mapping[str, Any]) -> object:
-        return [request.as_json() for request in policy.pending()]
-
-    async def approve(args: Mapping[str, Any]) -> object:
-        jid = bare_jid(args.get("jid"))
-        policy.approve(jid)
-        return {"jid": jid, "approved": True}
-
-    async def refuse(args: Mapping[str, Any]) -> object:
-        jid = bare_jid(args.get("jid"))
-        policy.refuse(jid)
-        return {"jid": jid, "refused": True}
-
-    async def remove(args: Mapping[str, Any]) -> object:
-        jid = bare_jid(args.get("jid"))
-        await policy.remove(jid)
-        return {"jid": jid, "removed": True}
-
-    return {"contacts.list": list_contacts, "contacts.pending": pending, "contacts.approve": approve,
-            "contacts.refuse": refuse, "contacts.remove": remove}

@@ -47,7 +47,7 @@ from agent.profile.model import LocationConfig
 from agent.vehicle import paths
 from agent.vehicle.places import haversine_m
 from agent.vehicle.state import EventKind, StateEvent, VehicleState
-from agent.xmpp.contacts import is_operator
+from agent.jid import is_operator
 
 log = logging.getLogger(__name__)
 

@@ -35,40 +35,14 @@ from xml.etree.ElementTree import Element
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.jid import JID, InvalidJID
 
-from agent.errors import HeadunitError
+from agent.jid import JidError, bare as bare_jid
+from agent.telemetry.publisher import NodeSetupError, PublishError, PublishTimeout
 
 log = logging.getLogger(__name__)
 
-Client = slixmpp.ClientXMPP  # for callers outside agent/xmpp/, which do not import slixmpp
 SETUP_TIMEOUT = 15.0  # s for each IQ of the node setup
 ACCESS_MODELS = ("whitelist", "open")
-
-
-class PubsubError(HeadunitError):
-    """Base class of the telemetry node's errors."""
-
-
-class NodeSetupError(PubsubError):
-    """The node is missing and cannot be created, or the service did not answer."""
-
-
-class PublishError(PubsubError):
-    """The service refused an item; ``condition`` is the XMPP error condition ("" on timeout)."""
-
-    def __init__(self, message: str, condition: str = "") -> None:
-        super().__init__(message)
-        self.condition = condition
-
-
-class PublishTimeout(PublishError, TimeoutError):
-    """No answer from the service in time: the item may or may not be stored."""
-
-
-def node_name(template: str, car_jid: str) -> str:
-    """The telemetry node of a car: ``{jid}`` in the template is the car's bare JID."""
-    return template.replace("{jid}", JID(car_jid).bare)
 
 
 class TelemetryPublisher:
@@ -162,8 +136,8 @@ def _bare_jids(operators: Sequence[str]) -> tuple[str, ...]:
             log.info("operator domain %s cannot be a PubSub member; list its operators by JID", entry)
             continue
         try:
-            found.append(JID(entry).bare)
-        except InvalidJID:
+            found.append(bare_jid(entry))
+        except JidError:
             log.warning("operator %r is not a JID; not made a member of the telemetry node", entry)
     return tuple(found)
 

@@ -28,7 +28,7 @@ from slixmpp.plugins.xep_0004 import Form
 from agent.app import Agent
 from agent.profile.model import FleetConfig, Profile
 from agent.vehicle import paths
-from agent.xmpp.pubsub import node_name
+from agent.telemetry.publisher import node_name
 from tests.harness.agentproc import demo_profile, wait_until
 from tests.harness.browser import chromium
 from devserver.clients import close_client, log_in, verified_client

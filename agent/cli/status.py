@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from agent.cli_control import EXIT_FAILED, ask_agent, print_answer
+from agent.cli.common import EXIT_FAILED, Commands, ask_agent, print_answer
 
-COMMANDS = ("status",)
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 LABEL = 12  # width of the label column
@@ -32,14 +32,15 @@ agent's user (sudo -u headunit headunit status ...). Exit status: 0 healthy,
 3 no agent running."""
 
 
-def add_parsers(commands: Any) -> None:
+def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add ``status`` to the ``headunit`` sub-command parsers."""
     status = commands.add_parser(
         "status", help="the running agent's health: connection, queues, drivers, errors, watchdog",
         description="Show the running agent's health; exit 0 healthy, 1 unhealthy, 3 not running.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents)
     status.add_argument("profile", help="the profile TOML file the agent runs on")
     status.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
+    status.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from agent.storage import data_dir
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[object]]  # args of the request -> JSON-able result
+Handler = Callable[[Mapping[str, object]], Awaitable[object]]  # args of the request -> JSON-able result
 
 MAX_LINE = 64 * 1024  # bytes of one request, newline included
 MAX_REPLY = 16 * 1024 * 1024  # bytes of one reply a client accepts

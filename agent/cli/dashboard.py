@@ -12,14 +12,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import urldefrag
 
-from agent.cli_control import EXIT_NO_AGENT, EXIT_USAGE
+from agent.cli.common import EXIT_NO_AGENT, EXIT_USAGE, Commands
 from agent.errors import ProfileError
 
-COMMANDS = ("dashboard",)
 PROBE_TIMEOUT = 2.0  # s for /healthz to answer
 RETRY = 0.5  # s between looks with --wait
 
@@ -37,15 +36,16 @@ class NoDashboard(Exception):
     """Nothing to print: no address published, or nothing answers at it."""
 
 
-def add_parsers(commands: Any) -> None:
+def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add ``dashboard`` to the ``headunit`` sub-command parsers."""
     dashboard = commands.add_parser(
         "dashboard", help="print the dashboard's address with its token (asks the running agent)",
         description="Print the address of the running agent's dashboard, with this start's token.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents)
     dashboard.add_argument("profile", help="the profile TOML file the agent runs on")
     dashboard.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                            help="wait up to this long for the agent's dashboard to answer")
+    dashboard.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

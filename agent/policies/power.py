@@ -35,12 +35,11 @@ import json
 import logging
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from agent.cabin.offers import Offers
 from agent.events import Event
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import PowerConfig
@@ -48,9 +47,6 @@ from agent.storage import StorageError, atomic_write
 from agent.vehicle import paths
 from agent.vehicle.mode import VehicleMode
 from agent.vehicle.state import EventKind, StateEvent, VehicleState
-
-if TYPE_CHECKING:
-    from agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +56,23 @@ FINAL_FLUSH_TIMEOUT = 5.0  # s for the last flush, just before powering off
 MODE_OFF_GRACE = 30.0  # s past the delay to wait for mode "off" before powering off without it
 COMMAND_TIMEOUT = 30.0  # s for the power-off command to return
 ANNOUNCE_EVERY = 30.0  # s between "power off in N s" log lines
+
+
+class Offers(Protocol):
+    """What waits for the driver (incoming calls and files): withdrawn at ignition off."""
+
+    def pending(self) -> Sequence[object]: ...
+
+    def close(self) -> None: ...
+
+
+class Telemetry(Protocol):
+    """The telemetry queue, flushed at ignition off."""
+
+    @property
+    def pending(self) -> int: ...
+
+    async def flush(self, timeout: float) -> bool: ...
 
 
 class Phase(str, Enum):

@@ -1,23 +1,20 @@
 """``headunit driver``: the driver's side of operators' messages and questions, until the dashboard exists.
 
 Asks the running agent on its control socket (``driver.*`` handlers of
-:mod:`agent.cabin.control`), like ``headunit contacts`` does.
+:mod:`agent.control.handlers`), like ``headunit contacts`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
-from agent.cli_control import EXIT_USAGE, ask_agent, print_answer, table
+from agent.cli.common import EXIT_USAGE, Commands, ask_agent, cut, local_time, print_answer, seconds_left, table
 from agent.control import ControlClient
 
-COMMANDS = ("driver",)
 ACTIONS = ("ack", "accept", "decline")
-TEXT_WIDTH = 60  # characters of a message or question shown in a table row
 
 EPILOG = """\
 examples:
@@ -33,18 +30,19 @@ control socket; run it as the agent's user. Exit status: 0 done, 1 the agent
 refused, 2 bad arguments or profile, 3 no agent running."""
 
 
-def add_parsers(commands: Any) -> None:
+def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add ``driver`` to the ``headunit`` sub-command parsers."""
     driver = commands.add_parser(
         "driver", help="answer operators' messages and questions for the driver (asks the running agent)",
         description="List what waits for the driver, or acknowledge a message, accept or decline a question.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents)
     driver.add_argument("profile", help="the profile TOML file the agent runs on")
     driver.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION",
                         help="ack (a message), accept or decline (a question) ID")
     driver.add_argument("id", nargs="?", metavar="ID", help="the message number or question id, as listed")
     driver.add_argument("--recent", action="store_true", help="list the latest messages, answered or not")
     driver.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    driver.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -95,11 +93,11 @@ def pending_tables(pending: Any) -> str:
         return "nothing waits for the driver"
     parts = []
     if questions:
-        rows = [[q["id"], _seconds_left(q.get("expires")), q["requester"], _cut(q["question"])]
+        rows = [[q["id"], seconds_left(q.get("expires")), q["requester"], cut(q["question"])]
                 for q in questions]
         parts.append("Questions (accept ID or decline ID):\n" + table(["ID", "LEFT", "FROM", "QUESTION"], rows))
     if notices:
-        rows = [[str(n["id"]), _local_time(n.get("created")), n["sender"], _cut(n["text"])] for n in notices]
+        rows = [[str(n["id"]), local_time(n.get("created")), n["sender"], cut(n["text"])] for n in notices]
         parts.append("Messages to acknowledge (ack ID):\n" + table(["ID", "SINCE", "FROM", "MESSAGE"], rows))
     return "\n\n".join(parts)
 
@@ -108,7 +106,7 @@ def notices_table(notices: Any) -> str:
     """The agent's ``driver.notices`` result for people."""
     if not notices:
         return "no messages for the driver"
-    rows = [[str(n["id"]), _local_time(n.get("created")), n["sender"], _ack_state(n), _cut(n["text"])]
+    rows = [[str(n["id"]), local_time(n.get("created")), n["sender"], _ack_state(n), cut(n["text"])]
             for n in notices]
     return table(["ID", "SENT", "FROM", "ACKNOWLEDGED", "MESSAGE"], rows)
 
@@ -117,23 +115,5 @@ def _ack_state(notice: Any) -> str:
     if not notice.get("ack_required"):
         return "-"
     at = notice.get("acknowledged_at")
-    return _local_time(at) if at is not None else "waiting"
+    return local_time(at) if at is not None else "waiting"
 
-
-def _cut(text: str) -> str:
-    one_line = " ".join(str(text).split())
-    return one_line if len(one_line) <= TEXT_WIDTH else one_line[:TEXT_WIDTH - 1] + "…"
-
-
-def _seconds_left(expires: Any) -> str:
-    try:
-        return f"{max(0.0, float(expires) - time.time()):.0f} s"
-    except (TypeError, ValueError):
-        return "?"
-
-
-def _local_time(epoch: Any) -> str:
-    try:
-        return datetime.fromtimestamp(float(epoch)).astimezone().strftime("%Y-%m-%d %H:%M")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "?"

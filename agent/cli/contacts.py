@@ -3,55 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from agent.control import AgentNotRunning, ControlClient, ControlError, socket_path
-from agent.errors import ProfileError
-
-COMMANDS = ("contacts",)
-EXIT_FAILED = 1  # the agent refused or failed the request
-EXIT_USAGE = 2  # bad arguments or a refused profile
-EXIT_NO_AGENT = 3  # no agent runs for this profile
-
-
-def ask_agent(profile_file: str, call: Callable[[ControlClient], Awaitable[object]]) -> tuple[int, object]:
-    """Ask the profile's running agent over its control socket: (0, the answer), or an exit
-    status after printing why not (a refused profile, no agent running, the agent refused).
-
-    Every ``headunit`` command that talks to the running agent goes through here; the
-    profile is loaded only to find the socket (the account's password and CA are not needed).
-    """
-    from agent.profile import load_profile
-
-    try:
-        path = socket_path(load_profile(profile_file, local_only=True))
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return EXIT_USAGE, None
-    return asyncio.run(_ask(path, call))
-
-
-async def _ask(path: Path, call: Callable[[ControlClient], Awaitable[object]]) -> tuple[int, object]:
-    try:
-        async with ControlClient(path) as client:
-            return 0, await call(client)
-    except AgentNotRunning as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_NO_AGENT, None
-    except ControlError as exc:
-        print(f"headunit: {exc}", file=sys.stderr)
-        return EXIT_FAILED, None
-
-
-def print_answer(result: object, as_json: bool, for_people: Callable[[], str]) -> None:
-    """The agent's answer: JSON for scripts, else ``for_people()``."""
-    print(json.dumps(result, indent=2, ensure_ascii=False) if as_json else for_people())
+from agent.cli.common import EXIT_USAGE, Commands, ask_agent, print_answer, table
+from agent.control import ControlClient
 
 ACTIONS = ("approve", "refuse", "remove")
 DONE = {"approve": "approved {jid}: they now see the car's presence",
@@ -70,22 +28,23 @@ default <data_dir>/control.sock); run it as the agent's user. Exit status: 0 don
 1 the agent refused, 2 bad arguments or profile, 3 no agent running."""
 
 
-def add_parsers(commands: Any) -> None:
+def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add ``contacts`` to the ``headunit`` sub-command parsers."""
     contacts = commands.add_parser(
         "contacts", help="list contacts, answer subscription requests (asks the running agent)",
         description="List the car's contacts or pending subscription requests, or answer one.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents)
     contacts.add_argument("profile", help="the profile TOML file the agent runs on")
     contacts.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION",
                           help="approve, refuse (a pending request) or remove (a contact) JID")
     contacts.add_argument("jid", nargs="?", help="the contact's bare JID, e.g. ann@example.org")
     contacts.add_argument("--pending", action="store_true", help="list pending subscription requests")
     contacts.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    contacts.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run a control sub-command; returns the exit status."""
+    """Run ``headunit contacts``; returns the exit status."""
     problem = _usage_problem(args)
     if problem:
         print(f"headunit contacts: {problem}", file=sys.stderr)
@@ -129,17 +88,9 @@ def pending_table(requests: Any) -> str:
     """The agent's ``contacts.pending`` result as a table for people."""
     if not requests:
         return "no pending subscription requests"
-    rows = [[r["jid"], _local_time(r.get("since")), r.get("nick") or "", r.get("status") or ""]
+    rows = [[r["jid"], _since(r.get("since")), r.get("nick") or "", r.get("status") or ""]
             for r in requests]
     return table(["JID", "SINCE", "NICK", "MESSAGE"], rows)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart."""
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in [headers, *rows]]
-    return "\n".join(lines)
 
 
 def _subscription(contact: Any) -> str:
@@ -159,7 +110,8 @@ def _presence(contact: Any) -> str:
     return "; ".join(shown)
 
 
-def _local_time(since: Any) -> str:
+def _since(since: Any) -> str:
+    """A request's ISO 8601 time as local "YYYY-MM-DD HH:MM" (as given if it is not one)."""
     try:
         return datetime.fromisoformat(str(since)).astimezone().strftime("%Y-%m-%d %H:%M")
     except ValueError:

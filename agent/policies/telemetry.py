@@ -23,13 +23,22 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from agent.clock import Clock
 from agent.profile.model import TelemetryRule
-from agent.telemetry.queue import Sample
 from agent.vehicle.state import EventKind, Reading, StateEvent, Value, VehicleState
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation for the fleet: a VSS path, its value, and when it was observed."""
+
+    path: str
+    value: Value
+    timestamp: float  # the observation's original wall-clock epoch seconds
 
 
 def is_number(value: Value) -> bool:

@@ -5,25 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+from agent.cli.common import EXIT_USAGE, Commands
 from agent.commands.audit import FILE, AuditEntry, read_file_tail
 from agent.errors import ProfileError
 
-COMMANDS = ("audit",)
 
-
-def add_parsers(commands: Any) -> None:
+def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add ``audit`` to the ``headunit`` sub-command parsers."""
     audit = commands.add_parser("audit", help="print the remote commands' audit trail",
-                                description="Print the latest remote command attempts (works while the agent runs).")
+                                description="Print the latest remote command attempts (works while the agent runs).",
+                                parents=parents)
     audit.add_argument("profile", help="the profile TOML file the agent runs on")
     audit.add_argument("-n", type=int, default=50, help="how many entries (default 50)")
     audit.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
+    audit.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run ``headunit audit``; returns the exit status."""
     from agent.profile import load_profile
     from agent.storage import data_dir
 
@@ -31,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile, local_only=True)  # no password or CA needed to read the trail
     except ProfileError as exc:
         print(f"headunit: profile refused: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path = data_dir(profile.storage) / FILE
     if not path.exists():
         print(f"no audit trail yet ({path})")
