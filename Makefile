@@ -70,7 +70,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 run: setup
 	@$(PY) -m devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
-	  --account car --account operator --account fleet -- \
+	  --account car --account operator --account fleet --restart-on 75 -- \
 	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
 
 watch: venv
@@ -79,8 +79,12 @@ watch: venv
 typecheck: setup
 	@$(PY) -m mypy
 
+# pytest-xdist workers: the tests mostly wait on servers and processes, so more workers
+# than cores pay (measured on 2 cores: see README, Development). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+
 test: setup typecheck
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: setup
 	@$(PY) -m tests.bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 
@@ -68,5 +69,15 @@ def upload_account(upload_prosody: Prosody) -> AccountFactory:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers used under tests/."""
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (started first under xdist)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the slow tests first: the long ones then do not start last and finish alone.
+
+    Only in workers (every worker collects, and the same order reaches the scheduler);
+    a plain run keeps pytest's order, which sets each module's fixtures up once.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 

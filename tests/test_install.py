@@ -1,7 +1,8 @@
 """Installing on the car: `make deb` and `make install`, exercised in a throw-away Debian root.
 
 The package is installed with dpkg into a minimal Debian bookworm made by debootstrap
-(cached as a tarball under build/test-root, unpacked afresh for each test), through
+(cached as a tarball in the tests' machine cache, tests/harness/cache.py, so every clone
+reuses it; unpacked afresh for each test), through
 chroot: its maintainer scripts run for real (user, offline venv, permissions, units
 enabled with deb-systemd-helper), the installed agent checks its profile and logs in to
 the test session's Prosody as the headunit user, and removal and purge are checked for
@@ -21,18 +22,20 @@ import stat
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from agent import __version__
 from tests.harness.agentproc import REPO, AgentProcess
+from tests.harness.cache import cache_root, cached_file, discard, locked
 from devserver.prosody import AccountFactory, ServerInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-CACHE = REPO / "build" / "test-root"
-ROOT_TARBALL = CACHE / "bookworm-minbase-python3.tar"
+SUITE = "bookworm"
+INCLUDE = ("python3", "python3-venv")
 MIRROR = os.environ.get("HEADUNIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 WANTS = "etc/systemd/system/multi-user.target.wants/headunit.service"  # what enabling makes
 POLKIT_RULES = sorted((REPO / "packaging/polkit").glob("*.rules"))  # the power-off rule (tests/test_service.py)
@@ -61,22 +64,35 @@ def needs(*programs: str, root: bool = False) -> None:
 # --- the throw-away Debian root ------------------------------------------------------
 
 def bookworm_tarball() -> Path:
-    """A minimal bookworm with python3 and python3-venv, made once by debootstrap (about a minute)."""
-    if ROOT_TARBALL.exists():
-        return ROOT_TARBALL
-    CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / f"debootstrap-{os.getpid()}"
+    """A minimal bookworm with python3 and python3-venv, made once per machine by debootstrap (minutes)."""
+    architecture = run(["dpkg", "--print-architecture"]).stdout.strip()
+    inputs = {"suite": SUITE, "variant": "minbase", "include": ",".join(INCLUDE), "mirror": MIRROR,
+              "architecture": architecture, "format": "tar 1"}
+    return cached_file(f"{SUITE}-minbase-root", ".tar", inputs, debootstrap_into_tarball)
+
+
+def debootstrap_into_tarball(tarball: Path) -> None:
+    work = tarball.with_name(tarball.name + ".d")
     shutil.rmtree(work, ignore_errors=True)
+    debs = cache_root() / "debootstrap-debs"  # the .deb files, kept for the next rebuild
+    debs.mkdir(parents=True, exist_ok=True)
     try:
-        result = run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv",
-                      "bookworm", str(work), MIRROR], ok=False, timeout=900)
+        result = run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+                      f"--cache-dir={debs}", SUITE, str(work), MIRROR], ok=False, timeout=900)
         assert result.returncode == 0, f"debootstrap failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
-        partial = ROOT_TARBALL.with_suffix(".tar.partial")
-        run(["tar", "-C", str(work), "-cf", str(partial), "."])
-        partial.rename(ROOT_TARBALL)
+        run(["tar", "-C", str(work), "-cf", str(tarball), "."])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ROOT_TARBALL
+
+
+def unpack_root(path: Path) -> None:
+    """Unpack the cached root into ``path``; a cached tarball that does not unpack is made again."""
+    tarball = bookworm_tarball()
+    if run(["tar", "-C", str(path), "-xf", str(tarball)], ok=False).returncode != 0:
+        discard(tarball)
+        shutil.rmtree(path)
+        path.mkdir()
+        run(["tar", "-C", str(path), "-xf", str(bookworm_tarball())])
 
 
 class Root:
@@ -124,7 +140,7 @@ def root(tmp_path: Path) -> Iterator[Root]:
     needs("debootstrap", "chroot", "dpkg-deb", root=True)
     path = tmp_path / "root"
     path.mkdir()
-    run(["tar", "-C", str(path), "-xf", str(bookworm_tarball())])
+    unpack_root(path)
     try:
         yield Root(path)
     finally:
@@ -133,20 +149,51 @@ def root(tmp_path: Path) -> Iterator[Root]:
 
 # --- the packages ----------------------------------------------------------------------
 
+@contextmanager
+def clone_build() -> Iterator[None]:
+    """Hold the lock on the clone's build/, with build/wheel-cache in the machine cache.
+
+    packaging/wheelhouse.sh keeps the dependencies' wheels in build/wheel-cache; made a
+    link into the tests' machine cache (unless the clone has its own), a fresh clone
+    builds its wheelhouse offline from there. `make deb`, `make wheelhouse` and `make
+    install` all build in the clone's build/ (source, deb, wheelhouse): the lock keeps two
+    of them (tests on other xdist workers, or another clone's run filling the shared
+    wheel cache) from building at the same time.
+    """
+    link = REPO / "build" / "wheel-cache"
+    with locked("build") as cache:
+        if not link.exists() and not link.is_symlink():
+            (cache / "wheel-cache").mkdir(exist_ok=True)
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(cache / "wheel-cache")
+        yield
+
+
+def make(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``make -s ARGS`` in the clone (see :func:`clone_build`)."""
+    with clone_build():
+        return run(["make", "-s", *args], ok=ok, env=MAKE_ENV)
+
+
 def make_deb(out: Path, profile: Path | None = None) -> Path:
     needs("dpkg-deb")
-    args = ["make", "-s", "deb", f"DISTDIR={out}"] + ([f"PROFILE={profile}"] if profile else [])
-    run(args, env=MAKE_ENV)
+    make("deb", f"DISTDIR={out}", *([f"PROFILE={profile}"] if profile else []))
     debs = list(out.glob("headunit_*.deb"))
     assert len(debs) == 1, f"make deb left {debs} in {out}"
     return debs[0]
 
 
 @pytest.fixture(scope="module")
-def wheelhouse() -> Path:
-    """`make wheelhouse`: the agent's wheel and its dependencies' (cached in build/wheel-cache)."""
-    run(["make", "-s", "wheelhouse"], env=MAKE_ENV)
-    return REPO / "build" / "wheelhouse"
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make wheelhouse`: the agent's wheel and its dependencies' (cached in build/wheel-cache).
+
+    Copied out of build/wheelhouse before the lock is let go: the next `make deb` remakes it.
+    """
+    copy = tmp_path_factory.mktemp("wheelhouse") / "wheelhouse"
+    with clone_build():
+        run(["make", "-s", "wheelhouse"], env=MAKE_ENV)
+        shutil.copytree(REPO / "build" / "wheelhouse", copy)
+    return copy
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +234,8 @@ def requirement_names() -> set[str]:
     return {re.split(r"[<>=!~ ;\[]", line)[0].lower().replace("-", "_") for line in lines}
 
 
+# Under xdist the tests sharing a module fixture's package run on one worker: it is made once.
+@pytest.mark.xdist_group("install-deb")
 def test_make_deb_builds_a_package_with_the_wheels_units_and_maintainer_scripts(deb: Path) -> None:
     info = run(["dpkg-deb", "--info", str(deb)]).stdout
     arch = deb_field(info, "Architecture")
@@ -223,6 +272,7 @@ def test_make_deb_builds_a_package_with_the_wheels_units_and_maintainer_scripts(
     assert not any(f.startswith("/opt/headunit/venv") for f in files), "a venv cannot be shipped built"
 
 
+@pytest.mark.xdist_group("install-car-deb")
 def test_make_deb_with_a_profile_ships_it_and_its_files_as_conffiles(car_deb: Path, tmp_path: Path) -> None:
     deb = car_deb
     conffiles = set(run(["dpkg-deb", "--info", str(deb), "conffiles"]).stdout.split())
@@ -280,6 +330,7 @@ def assert_locked(folder: Path, gid: int) -> None:
         assert stat.S_IMODE(info.st_mode) == (0o750 if path.is_dir() else 0o640), f"{path}: {oct(info.st_mode)}"
 
 
+@pytest.mark.xdist_group("install-deb")
 def test_the_package_installs_runs_and_purges_in_a_clean_bookworm(
         root: Root, deb: Path, prosody_server: ServerInfo, xmpp_account: AccountFactory) -> None:
     jid, password = xmpp_account("car")
@@ -332,6 +383,7 @@ def test_the_package_installs_runs_and_purges_in_a_clean_bookworm(
     assert status.stdout in ("", "not-installed")
 
 
+@pytest.mark.xdist_group("install-car-deb")
 def test_a_package_with_the_profile_is_enabled_at_once(root: Root, car_deb: Path) -> None:
     shutil.copyfile(car_deb, root / "tmp/car.deb")
     installed = root.run("dpkg", "-i", "/tmp/car.deb")
@@ -402,12 +454,12 @@ def test_install_sh_makes_the_user_and_locked_config_and_uninstall_reverses_it(
 
 
 def test_make_install_into_a_destdir_and_make_uninstall(tmp_path: Path, prosody_server: ServerInfo) -> None:
-    refused = run(["make", "-s", "install"], ok=False, env=MAKE_ENV)
+    refused = make("install", ok=False)
     assert refused.returncode != 0 and "PROFILE=" in refused.stdout + refused.stderr
 
     profile = car_profile_folder(tmp_path / "clone", "destdir-password", prosody_server.ca_file)
     dest = tmp_path / "dest"
-    run(["make", "-s", "install", f"PROFILE={profile}", f"DESTDIR={dest}"], env=MAKE_ENV)
+    make("install", f"PROFILE={profile}", f"DESTDIR={dest}")
     headunit = dest / "opt/headunit/venv/bin/headunit"
     checked = run([str(headunit), "check", str(dest / "etc/headunit/profile.toml")])
     assert "OK (Demo car" in checked.stdout
@@ -416,8 +468,8 @@ def test_make_install_into_a_destdir_and_make_uninstall(tmp_path: Path, prosody_
     for path in (dest / "etc/headunit").rglob("*"):
         assert path.lstat().st_mode & 0o007 == 0, f"{path} is world-readable"
 
-    run(["make", "-s", "uninstall", f"DESTDIR={dest}"], env=MAKE_ENV)
+    make("uninstall", f"DESTDIR={dest}")
     assert not (dest / "opt/headunit").exists() and not (dest / "etc/systemd/system/headunit.service").exists()
     assert (dest / "etc/headunit/profile.toml").exists()
-    run(["make", "-s", "uninstall", f"DESTDIR={dest}", "PURGE=1"], env=MAKE_ENV)
+    make("uninstall", f"DESTDIR={dest}", "PURGE=1")
     assert not (dest / "etc/headunit").exists() and not (dest / "var/lib/headunit").exists()

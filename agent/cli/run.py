@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         print("headunit: --speed must be positive", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(profile, args.speed))
+        from agent.service.probes import timing_event_loop
+
+        with asyncio.Runner(loop_factory=timing_event_loop) as runner:  # the health check times its iterations
+            return runner.run(_run(profile, args.speed))
     except HeadunitError as exc:
         print(f"headunit: {exc}", file=sys.stderr)
         return EXIT_FAILED
