@@ -211,7 +211,7 @@ async def test_ignition_off_flushes_shows_off_withdraws_offers_then_powers_off(
     await car.receiver.catch_up()
     await car.receiver.stop()
     assert car.receiver.samples == [to_ms(s) for s in recorded(car.data_dir)], "the fleet has every sample"
-    messages = [r.getMessage() for r in caplog.records if r.name == "agent.power"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "agent.policies.power"]
     assert any("powering the board off in 1 s" in m for m in messages), messages
     assert any("power off asked" in m for m in messages), messages
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.policies.contacts import SubscriptionPolicy
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, ContactsConfig
 from agent.xmpp.client import XmppSession
-from agent.xmpp.contacts import ContactsPolicy
+from agent.xmpp.plugins.contacts import ContactsPlugin
 from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
 from tests.harness.agentproc import Watcher
@@ -72,8 +73,7 @@ async def test_after_a_server_restart_the_session_comes_back_with_the_current_pr
         car = server.register("car", "car-password")
         operator = server.register("operator", "op-password")
         session = XmppSession(account(info, car, "car-password"), backoff=Backoff(initial=0.2, cap=1.0))
-        contacts = ContactsPolicy(session.client, ContactsConfig(), [operator])
-        contacts.start()
+        session.enable(ContactsPlugin, policy=SubscriptionPolicy.from_profile(ContactsConfig(), [operator]))
         session.send_presence_update(PresenceUpdate("dnd", "Driving · 50 km/h", 0))
         session.start()
         watcher = Watcher(operator, "op-password", info, car)

@@ -4,7 +4,7 @@ The hub listens to the driver's API (vehicle state, link, presence, contacts, ch
 prompts, offers) and sends frames (:mod:`agent.dashboard.frames`) to each page through that
 page's own queue, so one slow page never holds the others up (it is disconnected
 instead, and reconnects to a fresh full state). Vehicle changes are batched (at most
-one frame every 100 ms), the outbox and telemetry counts are looked at once a second.
+one frame every 100 ms), the outbox and telemetry counts when they move (at most once a second).
 Requests from a page are checked and done one at a time (:mod:`agent.dashboard.requests`),
 each answered with a ``result``.
 """
@@ -36,7 +36,7 @@ REQUEST_TIMEOUT = 10.0  # s one request may take
 MAX_QUEUED = 512  # frames waiting for one page; beyond, the page is too slow and is disconnected
 VEHICLE_BATCH = 0.1  # s: vehicle changes go out at most this often
 COALESCE = 0.05  # s: a burst of contact, presence, prompt or offer changes makes one frame
-COUNTS_EVERY = 1.0  # s between looks at the telemetry queue and the chat outbox
+COUNTS_EVERY = 1.0  # s: changes of the telemetry queue and the chat outbox are looked at at most this often
 THREADS, PER_THREAD = 20, 50  # messages on connect: the latest 50 of each of the 20 latest threads
 CLOSE_TIMEOUT = 2.0  # s for the pages to take the close at stop
 
@@ -135,6 +135,7 @@ class Hub:
             ("prompts", self._send_prompts), ("offers", self._send_offers))}
         self._unsubscribe: list[Callable[[], None]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._counts_changed = asyncio.Event()
 
     @property
     def clients(self) -> int:
@@ -156,6 +157,7 @@ class Hub:
             *(event.listen(self._flushes["contacts"].request) for event in api.contacts.events),
             *(event.listen(self._on_message) for event in api.chat.events),
             *(event.listen(self._on_link) for event in api.link_events),
+            *(event.listen(self._on_counts) for event in api.count_events),
         ]
         self._ticker = asyncio.create_task(self._look_at_counts(), name="dashboard-counts")
 
@@ -312,10 +314,16 @@ class Hub:
     async def _update_counts(self) -> None:
         self._counts = (self.api.telemetry_queued() or 0, await self.api.chat.outbox())
 
+    def _on_counts(self, _: object) -> None:
+        self._counts_changed.set()
+
     async def _look_at_counts(self) -> None:
-        """Once a second, while pages are connected: the link and the queue depths, sent when changed."""
+        """When the telemetry queue or the chat outbox moved (at most once a second), while pages are
+        connected: the queue depths, sent when changed. Nothing runs while nothing moves."""
         while True:
-            await asyncio.sleep(COUNTS_EVERY)
+            await self._counts_changed.wait()
+            self._counts_changed.clear()
+            await asyncio.sleep(COUNTS_EVERY)  # a burst while driving makes one look
             if not self._pages:
                 continue
             try:
