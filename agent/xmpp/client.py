@@ -33,7 +33,6 @@ from agent.jid import is_operator
 from agent.xmpp import surface
 from agent.xmpp.liveness import LinkMonitor
 from agent.xmpp.plugins.base import P, enable
-from agent.xmpp.pinning import pin_matches, spki_sha256
 from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -360,6 +359,10 @@ class XmppSession:
         self.client.abort()
 
     def _on_certificate(self, pem: str) -> None:
+        if not self.account.pin_sha256:
+            return
+        from agent.xmpp.pinning import pin_matches, spki_sha256  # pyasn1: ~3 MB a car without pins never needs
+
         if pin_matches(pem, self.account.pin_sha256):
             return
         self.last_error = (f"the server's key {spki_sha256(pem)} is not one of the pinned keys "

@@ -13,6 +13,7 @@ disco items are answered per requester: operators see them, no one else does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
@@ -71,6 +72,7 @@ class CommandsPlugin(HeadunitPlugin):
         self.dispatcher = Dispatcher(registry, operators, audit, agent, is_operator=is_operator,
                                      limiter=limiter, session_timeout=float(config["session_timeout"]))
         self._sweep_every = float(config["sweep_every"])
+        self._opened = asyncio.Event()
         self._bound: set[JID] = set()  # full JIDs whose disco node handlers are ours
         self.xmpp.del_event_handler("command", self.xmpp.plugin["xep_0050"]._handle_command_all)
         self.on("command", self._on_command)
@@ -103,10 +105,21 @@ class CommandsPlugin(HeadunitPlugin):
             disco.set_node_handler("get_info", full, command.name, self._disco_info)
 
     async def _sweep(self) -> None:
+        """End idle sessions when the oldest is due (at most every ``sweep_every`` s); asleep while none is open."""
+        dispatcher = self.dispatcher
         while True:
-            await asyncio.sleep(self._sweep_every)
+            self._opened.clear()
+            if not dispatcher.sessions:
+                await self._opened.wait()
+                continue
+            oldest = min(session.touched for session in dispatcher.sessions.values())
+            due = oldest + dispatcher.session_timeout - dispatcher.clock()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(due, self._sweep_every) + 0.01):
+                    await self._opened.wait()  # a new session may be due sooner: look again
+                continue
             try:
-                await self.dispatcher.expire()
+                await dispatcher.expire()
             except Exception:
                 log.exception("ending timed-out command sessions failed")
 
@@ -153,6 +166,7 @@ class CommandsPlugin(HeadunitPlugin):
         except Exception as exc:
             log.exception("command %r from %s failed", node, requester)
             raise XMPPError("internal-server-error", text="the command failed") from exc
+        self._opened.set()  # the sweeper looks at the sessions again
         send_reply(iq, node, reply)
 
 
