@@ -70,7 +70,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 run: setup
 	@$(PY) -m devserver run --folder $(RUN_DIR) --port $(XMPP_PORT) \
-	  --account car --account operator --account fleet -- \
+	  --account car --account operator --account fleet --restart-on 75 -- \
 	  $(VENV)/bin/headunit run $(PROFILE) --speed $(SPEED)
 
 watch: venv

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from agent.control.handlers import cabin_handlers
 from agent.errors import AgentStartError, AgentTimeout
 from agent.logbook import Logbook, LogbookError
 from agent.messages import MessageStore
+from agent.policies.contacts import SubscriptionPolicy
+from agent.policies.location import ACCESS_MODELS, LocationPolicy
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import GpioConfig, Profile
 from agent.service import Health, status_handlers
@@ -45,13 +48,13 @@ from agent.vehicle.gnss_feed import GnssFeed
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.mode import VehicleMode
 from agent.vehicle.state import StateEvent, VehicleState
-from agent.xmpp.adhoc import AdHocService
-from agent.xmpp.chat import ChatService
 from agent.xmpp.client import XmppSession
-from agent.xmpp.contacts import ContactsPolicy
-from agent.xmpp.location import LocationPublisher
-from agent.xmpp.pubsub import TelemetryPublisher
-from agent.xmpp.upload import HttpUploader
+from agent.xmpp.plugins.chat import ChatPlugin
+from agent.xmpp.plugins.commands import CommandsPlugin
+from agent.xmpp.plugins.contacts import ContactsPlugin
+from agent.xmpp.plugins.geoloc import GeolocPlugin
+from agent.xmpp.plugins.telemetry import TelemetryPlugin
+from agent.xmpp.plugins.upload import UploadPlugin
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -75,12 +78,12 @@ class Agent:
         self.state = VehicleState(clock=self.clock.now)
         self.supervisor = Supervisor()
         self.data_dir = data_dir(profile.storage)
-        self.xmpp = XmppSession(profile.account, session=profile.session)
-        self.contacts = ContactsPolicy(self.xmpp.client, profile.contacts, profile.fleet.operators)
+        self.xmpp = XmppSession(profile.account, session=profile.session, operators=profile.fleet.operators)
+        self.contacts = self.xmpp.enable(  # before connecting: it must see the requests the server re-sends at login
+            ContactsPlugin, policy=SubscriptionPolicy.from_profile(profile.contacts, profile.fleet.operators))
         self.messages = MessageStore(self.data_dir / "messages.db")
-        self.chat = ChatService(self.xmpp.client, self.messages)
-        self.location = LocationPublisher(self.xmpp.client, self.state, profile.location,
-                                          profile.fleet.operators, self.clock)
+        self.chat = self.xmpp.enable(ChatPlugin, store=self.messages)
+        self.location = self._location() if profile.location.enabled else None
         self.telemetry = self._telemetry() if profile.telemetry.service else None
         vehicle = profile.vehicle
         self.can = CanFeed(self.state, vehicle.can, vehicle.obd, clock=self.clock.now,
@@ -94,12 +97,13 @@ class Agent:
         self.online_at: float | None = None
         self.health = Health(self._watched())  # READY / STATUS / WATCHDOG / STOPPING to systemd, `headunit status`
         self.logbook = Logbook.in_dir(self.data_dir, redact=(profile.account.password,))
-        self.uploader = HttpUploader(self.xmpp.client, ca_file=profile.account.ca_file)
+        self.uploader = self.xmpp.enable(UploadPlugin, ca_file=profile.account.ca_file)
         self.can_sender = sender_for(profile.vehicle.can, self.can.port if self.can is not None else None)
-        self.commands = AdHocService(self.xmpp.client, self._registry(), profile.fleet.operators, self.audit,
-                                     AgentFacade(self.state, audit=self.audit,
-                                                 restart=self._schedule_restart,
-                                                 connection=lambda: self.xmpp.connection().detail))
+        self.commands = self.xmpp.enable(CommandsPlugin, registry=self._registry(), operators=profile.fleet.operators,
+                                         audit=self.audit,
+                                         agent=AgentFacade(self.state, audit=self.audit,
+                                                           restart=self._schedule_restart,
+                                                           connection=lambda: self.xmpp.connection().detail))
         self.exit_code = 0
         self.stop_timeouts = dict(STOP_STAGES)  # a test may shorten one
         self._stop_requested: asyncio.Event | None = None
@@ -124,11 +128,18 @@ class Agent:
         """The telemetry pipeline, publishing to the car's node on the fleet's PubSub service."""
         config = self.profile.telemetry
         assert config.service is not None
-        publisher = TelemetryPublisher(self.xmpp.client, config.service,
-                                       node_name(config.node, self.profile.account.jid),
-                                       members=self.profile.fleet.operators)
+        publisher = self.xmpp.enable(TelemetryPlugin, service=config.service,
+                                     node=node_name(config.node, self.profile.account.jid),
+                                     members=self.profile.fleet.operators)
         return Telemetry(self.state, config, publisher, self.data_dir, self.clock,
                          lambda: self.xmpp.wait_online(3600))
+
+    def _location(self) -> LocationPolicy:
+        """The location policy, publishing through the car's PEP geoloc node (XEP-0080, XEP-0163)."""
+        config = self.profile.location
+        publisher = self.xmpp.enable(GeolocPlugin, access_model=ACCESS_MODELS[config.access],
+                                     operators=self.profile.fleet.operators, precision=config.precision)
+        return LocationPolicy(self.state, config, self.clock, publisher)
 
     def _cabin_parts(self) -> CabinParts:
         profile = self.profile
@@ -138,7 +149,8 @@ class Agent:
         return CabinParts(car=car, state=self.state, link=self.xmpp, chat=self.chat, messages=self.messages,
                           presence=self.presence, contacts=self.contacts, prompts=self.prompts, offers=self.offers,
                           power=self.power,
-                          telemetry_pending=None if telemetry is None else lambda: telemetry.pending)
+                          telemetry_pending=None if telemetry is None else lambda: telemetry.pending,
+                          telemetry_changed=None if telemetry is None else telemetry.queue.changed)
 
     def _watched(self) -> Watched:
         profile, telemetry = self.profile, self.telemetry
@@ -149,6 +161,7 @@ class Agent:
         return Watched(name=profile.name, file=profile.file, config=profile.service, supervisor=self.supervisor,
                        link=self.xmpp, state=self.state, outbox=outbox,
                        telemetry_pending=None if telemetry is None else lambda: telemetry.pending,
+                       telemetry_changed=None if telemetry is None else telemetry.queue.changed,
                        can=self.can, gnss=self.gnss, gpio=profile.vehicle.gpio,
                        gpio_up=lambda: self.gpio is not None, started_at=lambda: self.started_at)
 
@@ -191,11 +204,9 @@ class Agent:
         self.mode.start()
         self.presence.start()
         self._unsubscribe.append(self.state.listen(self._on_mode, [paths.MODE]))
+        self._unsubscribe.append(self.contacts.changed.listen(self.xmpp.contact_changed))  # operators' presence
         self.power.start()
-        self.contacts.start()  # before connecting: it must see the requests the server re-sends at login
-        self.chat.start()
-        self.commands.start()
-        if self.profile.location.enabled:
+        if self.location is not None:
             self.location.start()
         if self.telemetry is not None:
             self.telemetry.start()
@@ -269,7 +280,8 @@ class Agent:
             Stage("queues", timeouts["queues"], [("telemetry flush", flush), ("telemetry", stop_telemetry)]),
             Stage("services", timeouts["services"], [
                 ("presence", self.presence.stop), ("mode", self.mode.stop), ("listeners", unsubscribe),
-                ("chat", self.chat.stop), ("location", self.location.stop)]),
+                ("chat", self.chat.stop),
+                ("location", self.location.stop if self.location is not None else _nothing)]),
             Stage("goodbye", timeouts["goodbye"], [("XMPP session", self.xmpp.stop)]),
             Stage("stores", timeouts["stores"], [
                 ("contacts", self.contacts.stop), ("messages", self.messages.close),
@@ -351,11 +363,33 @@ class Agent:
             self.gpio.set_led(LedPattern[name])
 
     async def _sweep_stale(self) -> None:
-        """Mark values stale when their source has gone quiet (vehicle time)."""
-        interval = self.clock.real_delay(0.5)
-        while True:
-            await asyncio.sleep(interval)
-            self.state.expire()
+        """Mark values stale when their source has gone quiet (vehicle time): one timer for the earliest
+        expiry, none while nothing can go stale, brought forward only by a reading that expires sooner."""
+        state, clock = self.state, self.clock
+        armed = math.inf  # vehicle time the sweep waits for
+        sooner = asyncio.Event()
+
+        def on_event(event: StateEvent) -> None:  # O(1): called for every value while driving
+            due = state.expires_at(event.new)
+            if due is not None and due < armed:
+                sooner.set()
+
+        unsubscribe = state.listen(on_event)
+        try:
+            while True:
+                due = state.next_expiry()
+                armed = math.inf if due is None else due
+                sooner.clear()
+                if due is None:
+                    await sooner.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(clock.real_delay(due - clock.now()) + 0.001):
+                        await sooner.wait()
+                except TimeoutError:
+                    state.expire()
+        finally:
+            unsubscribe()
 
 
 def _nothing() -> None:

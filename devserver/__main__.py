@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             command = command[1:]
         if command:
             env = child_environment(server, accounts, args.agent_account)
-            return run_child(command, env)
+            return run_restarting(command, env, restart_on=frozenset(args.restart_on), delay=args.restart_delay)
         wait_for_signal(server)
         return 0
     finally:
@@ -242,6 +243,31 @@ def provision_telemetry(server: Prosody, accounts: Sequence[Account], car: str |
     asyncio.run(provision())
     print(f"  telemetry node : {node} on {server.pubsub_host} (owner {fleet.jid}, publisher "
           f"{car_account.jid})", flush=True)
+
+
+RESTART_LIMIT = (20, 600.0)  # at most 20 restarts in 10 minutes, as systemd/headunit.service allows
+
+
+def run_restarting(command: Sequence[str], env: dict[str, str], *, restart_on: frozenset[int] = frozenset(),
+                   delay: float = 1.0) -> int:
+    """Run ``command``; when it exits with one of ``restart_on`` (the agent's 75: "restart me"), start
+    it again after ``delay`` seconds, as systemd's RestartForceExitStatus= does on the car."""
+    restarts: deque[float] = deque()
+    while True:
+        code = run_child(command, env)
+        if code not in restart_on:
+            return code
+        now = time.monotonic()
+        while restarts and now - restarts[0] > RESTART_LIMIT[1]:
+            restarts.popleft()
+        if len(restarts) >= RESTART_LIMIT[0]:
+            print(f"devserver: {command[0]} asked to be restarted {len(restarts)} times in "
+                  f"{RESTART_LIMIT[1] / 60:.0f} min: not again", file=sys.stderr, flush=True)
+            return code
+        restarts.append(now)
+        print(f"devserver: {Path(command[0]).name} exited with {code} (a restart was asked for): "
+              f"starting it again in {delay:g} s", flush=True)
+        time.sleep(delay)
 
 
 def run_child(command: Sequence[str], env: dict[str, str]) -> int:
@@ -347,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent-account", default="car", metavar="NAME",
         help="account whose JID, password, host, port and CA go to CMD as HEADUNIT_JID, "
         "HEADUNIT_PASSWORD, HEADUNIT_HOST, HEADUNIT_PORT, HEADUNIT_CA_FILE (default: %(default)s)",
+    )  # fmt: skip
+    run_parser.add_argument(
+        "--restart-on", type=int, action="append", default=[], metavar="CODE",
+        help="when CMD exits with CODE, start it again, as systemd does on the car (repeatable; "
+        "make run passes 75, the agent's exit status for restart-agent)",
+    )  # fmt: skip
+    run_parser.add_argument(
+        "--restart-delay", type=float, default=1.0, metavar="SECONDS",
+        help="wait this long before starting CMD again (default: %(default)s)",
     )  # fmt: skip
     run_parser.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="run while Prosody is up"

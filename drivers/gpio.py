@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gpiozero import LED, Button, Device, DigitalInputDevice
+from gpiozero import LED, Device, DigitalInputDevice
 
 from drivers.errors import DriverInitError, DriverOperationError, UnknownBackend
 
@@ -172,10 +172,12 @@ class GpioBoard:
             self._ignition.when_activated = self._ignition_edge
             self._ignition.when_deactivated = self._ignition_edge
         if self._button_pin is not None:
+            # A Button's pull-up and bounce, without gpiozero's Button: its hold thread wakes ten
+            # times a second for when_held, which the agent does not use (a parked car stays asleep).
             self._button = self._open(
-                "button", Button, self._button_pin, factory, bounce_time=BUTTON_BOUNCE)
-            self._button.when_pressed = self._button_pressed
-            self._button.when_released = self._button_released
+                "button", DigitalInputDevice, self._button_pin, factory, pull_up=True, bounce_time=BUTTON_BOUNCE)
+            self._button.when_activated = self._button_pressed
+            self._button.when_deactivated = self._button_released
         if self._led_pin is not None:
             self._led = self._open("status LED", LED, self._led_pin, factory, initial_value=False)
 

@@ -23,7 +23,8 @@ from agent.commands.registry import NOT_ASKED, AgentFacade, AskingInterlock, Com
 from agent.profile.model import CanAction, CanConfig, CanFrame
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
-from agent.xmpp.adhoc import AdHocService
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.commands import CommandsPlugin
 from drivers.can.port import CanPort
 from drivers.can.sender import BusLink, CanSender, PortLink
 from devserver.clients import WAIT, close_client, log_in, verified_client
@@ -105,8 +106,8 @@ def decisions(entry: AuditEntry) -> list[tuple[str, bool, str | None]]:
 
 
 @contextlib.contextmanager
-def listener(name: str, **options: object) -> Iterator[can.BusABC]:
-    bus = can.Bus(interface="virtual", channel=name, **options)
+def listener(name: str, *, rx_queue_size: int = 0) -> Iterator[can.BusABC]:
+    bus = can.Bus(interface="virtual", channel=name, rx_queue_size=rx_queue_size)
     try:
         yield bus
     finally:
@@ -135,12 +136,11 @@ async def make_rig(prosody_server: Any, xmpp_account: Any, tmp_path: Path) -> As
             stack.callback(audit.close)
             state = VehicleState()
             registry = Registry(action_commands(config, actions, sender, driver))
-            service = AdHocService(car, registry, [op_jid], audit, AgentFacade(state, audit=audit),
-                                   limiter=RateLimiter(per_minute=60, burst=30))
             for client in (car, operator):
                 stack.push_async_callback(close_client, client)
                 await log_in(client, prosody_server)
-            service.start()
+            service = enable(car, CommandsPlugin, registry=registry, operators=[op_jid], audit=audit,
+                             agent=AgentFacade(state, audit=audit), limiter=RateLimiter(per_minute=60, burst=30))
             stack.push_async_callback(service.stop)
             return Rig(car, operator, audit, state, bus)
 

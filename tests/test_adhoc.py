@@ -18,7 +18,8 @@ from agent.commands.builtin import builtin_registry
 from agent.commands.registry import AgentFacade, RateLimiter
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
-from agent.xmpp.adhoc import AdHocService
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.commands import CommandsPlugin
 from devserver.clients import WAIT, close_client, log_in, verified_client
 
 
@@ -28,7 +29,7 @@ class Rig:
     car: slixmpp.ClientXMPP
     operator: slixmpp.ClientXMPP
     stranger: slixmpp.ClientXMPP
-    service: AdHocService
+    service: CommandsPlugin
     audit: AuditLog
     state: VehicleState
     restarts: list[str]
@@ -69,15 +70,17 @@ async def rig(prosody_server: Any, xmpp_account: Any, tmp_path: Path) -> AsyncIt
     restarts: list[str] = []
     facade = AgentFacade(state, audit=audit, restart=lambda: restarts.append("restart"),
                          reboot=lambda: restarts.append("reboot"), connection=lambda: "online")
-    service = AdHocService(car, builtin_registry(), [op_jid], audit, facade,
-                           limiter=RateLimiter(per_minute=60, burst=30), session_timeout=0.5, sweep_every=0.1)
+    service: CommandsPlugin | None = None
     try:
         for client in (car, operator, stranger):
             await log_in(client, prosody_server)
-        service.start()
+        service = enable(car, CommandsPlugin, registry=builtin_registry(), operators=[op_jid], audit=audit,
+                         agent=facade, limiter=RateLimiter(per_minute=60, burst=30), session_timeout=0.5,
+                         sweep_every=0.1)
         yield Rig(car, operator, stranger, service, audit, state, restarts)
     finally:
-        await service.stop()
+        if service is not None:
+            await service.stop()
         for client in (car, operator, stranger):
             await close_client(client)
         audit.close()

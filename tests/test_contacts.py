@@ -16,7 +16,9 @@ import slixmpp
 
 from agent.profile.model import ContactsConfig
 from agent.jid import is_operator
-from agent.xmpp.contacts import ContactsError, ContactsPolicy, PendingRequest, clean_text
+from agent.policies.contacts import ContactsError, PendingRequest, SubscriptionPolicy, clean_text
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.contacts import ContactsPlugin
 from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0
@@ -78,7 +80,7 @@ class Net:
     def __init__(self, server: ServerInfo) -> None:
         self.server = server
         self.clients: list[slixmpp.ClientXMPP] = []
-        self.policies: list[ContactsPolicy] = []
+        self.policies: list[ContactsPlugin] = []
 
     async def connect(self, jid: str, password: str, *, resource: str = "test", status: str = "",
                       before: Callable[[slixmpp.ClientXMPP], None] | None = None) -> slixmpp.ClientXMPP:
@@ -87,7 +89,7 @@ class Net:
         client.enable_direct_tls = False
         client.enable_plaintext = False
         client.ca_certs = Path(self.server.ca_file)
-        client.roster.auto_authorize = None  # as XmppSession: nobody is approved by the library
+        client.roster.auto_authorize = None  # type: ignore[assignment]  # typed bool; None as XmppSession: nobody is approved by the library
         client.roster.auto_subscribe = False
         online = asyncio.Event()
 
@@ -107,13 +109,13 @@ class Net:
 
     async def car(self, jid: str, password: str, *, operators: tuple[str, ...] = (),
                   config: ContactsConfig | None = None, max_pending: int = 200,
-                  ) -> tuple[slixmpp.ClientXMPP, ContactsPolicy]:
-        """The car's client with a ContactsPolicy started before the session (as the agent will)."""
-        policies: list[ContactsPolicy] = []
+                  ) -> tuple[slixmpp.ClientXMPP, ContactsPlugin]:
+        """The car's client with the contacts plugin enabled before the session (as the agent does)."""
+        policies: list[ContactsPlugin] = []
 
         def attach(client: slixmpp.ClientXMPP) -> None:
-            policy = ContactsPolicy(client, config or ContactsConfig(), operators, max_pending=max_pending)
-            policy.start()
+            policy = enable(client, ContactsPlugin, policy=SubscriptionPolicy.from_profile(
+                config or ContactsConfig(), operators, max_pending=max_pending))
             policies.append(policy)
 
         client = await self.connect(jid, password, resource="headunit", status="Parked", before=attach)
@@ -130,7 +132,7 @@ class Net:
 
     async def close(self) -> None:
         for policy in self.policies:
-            policy.stop()
+            await policy.stop()
         for client in self.clients:
             await self.disconnect(client)
 
@@ -153,7 +155,7 @@ async def server_roster(client: slixmpp.ClientXMPP) -> dict[str, dict[str, Any]]
     return {str(jid): dict(item) for jid, item in result["roster"]["items"].items()}
 
 
-def subscription(policy: ContactsPolicy, jid: str) -> str | None:
+def subscription(policy: ContactsPlugin, jid: str) -> str | None:
     """The subscription the policy lists for ``jid``; None when it is not a contact."""
     return next((c.subscription for c in policy.contacts() if c.jid == jid), None)
 
@@ -304,15 +306,14 @@ async def test_a_pending_request_outlives_a_restart_of_the_car(net: Net, xmpp_ac
     subscribe(ann, car_jid, nick="Ann", status="from the road")
     await first.wait_for(lambda r: r.jid == ann_jid, "a pending request")
     await net.disconnect(car)
-    policy.stop()
+    await policy.stop()
 
     # A new process: the server re-sends the request at login, with its nick and status.
     again = Signal()
 
     def attach(client: slixmpp.ClientXMPP) -> None:
-        new_policy = ContactsPolicy(client, ContactsConfig(), ())
+        new_policy = enable(client, ContactsPlugin, policy=SubscriptionPolicy.from_profile(ContactsConfig(), ()))
         new_policy.request_pending.listen(again)
-        new_policy.start()
         net.policies.append(new_policy)
 
     await net.connect(car_jid, car_pw, resource="headunit", status="Parked", before=attach)
@@ -340,8 +341,7 @@ async def test_a_policy_started_late_takes_up_requests_already_received(
     await arrived.wait_for(lambda jid: jid == ann_jid, "ann's request at the car")
     await arrived.wait_for(lambda jid: jid == op_jid, "the operator's request at the car")
 
-    policy = ContactsPolicy(car, ContactsConfig(), (op_jid,))
-    policy.start()
+    policy = enable(car, ContactsPlugin, policy=SubscriptionPolicy.from_profile(ContactsConfig(), (op_jid,)))
     net.policies.append(policy)
     assert [r.jid for r in policy.pending()] == [ann_jid]
     await seen_by_op.wait_for(lambda s: s.type == "subscribed", "the operator's approval")
@@ -456,7 +456,7 @@ async def test_requests_from_the_cars_own_account_or_no_valid_sender_are_dropped
     car, policy = await net.car(car_jid, car_pw)
     pending = Signal()
     policy.request_pending.listen(pending)
-    caplog.set_level(logging.WARNING, logger="agent.xmpp.contacts")
+    caplog.set_level(logging.WARNING, logger="agent.xmpp.plugins.contacts.subscriptions")
     inject(car,
            f"<presence type='subscribe' from='{car_jid}/other' to='{car_jid}/headunit'/>",
            f"<presence type='subscribe' to='{car_jid}/headunit'/>",
@@ -477,7 +477,7 @@ async def test_a_flood_of_requests_keeps_only_the_newest_and_leaves_no_trace_of_
     car_jid, car_pw = xmpp_account("car")
     car, policy = await net.car(car_jid, car_pw)
     roster_before = len(car.client_roster)
-    caplog.set_level(logging.WARNING, logger="agent.xmpp.contacts")
+    caplog.set_level(logging.WARNING, logger="agent.xmpp.plugins.contacts.subscriptions")
     inject(car, *(f"<presence type='subscribe' from='ghost-{i}@localhost' to='{car_jid}/headunit'/>"
                   for i in range(1000)))
     kept = [r.jid for r in policy.pending()]
@@ -513,7 +513,7 @@ async def test_a_repeated_request_is_one_request(net: Net, xmpp_account: Account
     ann = await net.connect(ann_jid, ann_pw)
     for i in range(50):
         subscribe(ann, car_jid, status=f"please {i}")
-    ann.send_message(mto=car_jid, mbody="done", mtype="chat")  # arrives after every request
+    ann.send_message(mto=slixmpp.JID(car_jid), mbody="done", mtype="chat")  # arrives after every request
     await marker.wait_for(lambda body: body == "done", "the marker message")
     assert [r.jid for r in policy.pending()] == [ann_jid] and len(pending.calls) == 1
     assert policy.pending()[0].status == "please 0"

@@ -20,7 +20,8 @@ from agent.control import AgentNotRunning, ControlClient, ControlError, ControlS
 from tests.harness.cli import control_profile, headunit
 from agent.cabin.api import ContactsApi
 from agent.control.handlers import contacts_handlers
-from agent.xmpp.contacts import ContactsError, ContactsPolicy
+from agent.policies.contacts import ContactsError
+from agent.xmpp.plugins.contacts import ContactsPlugin
 from devserver.prosody import AccountFactory, ServerInfo
 from tests.test_contacts import Net, Recorder, Signal, subscribe
 
@@ -178,7 +179,7 @@ async def test_without_an_agent_the_client_says_so(folder: Path) -> None:
         await ControlClient(folder / "control.sock").call("contacts.list")
 
 
-# -- with a real ContactsPolicy on Prosody ---------------------------------------------------------
+# -- with a real ContactsPlugin on Prosody ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -192,8 +193,8 @@ async def net(prosody_server: ServerInfo) -> AsyncIterator[Net]:
 
 @pytest.fixture
 async def car_agent(net: Net, xmpp_account: AccountFactory,
-                    folder: Path) -> AsyncIterator[tuple[str, ContactsPolicy, ControlServer]]:
-    """A small agent stand-in: the car's client, a ContactsPolicy and the control socket."""
+                    folder: Path) -> AsyncIterator[tuple[str, ContactsPlugin, ControlServer]]:
+    """A small agent stand-in: the car's client, the contacts plugin and the control socket."""
     car_jid, car_pw = xmpp_account("car")
     _, policy = await net.car(car_jid, car_pw)
     control = ControlServer(folder / "control.sock", contacts_handlers(ContactsApi(policy)))
@@ -204,7 +205,7 @@ async def car_agent(net: Net, xmpp_account: AccountFactory,
         await control.stop()
 
 
-async def stranger_waiting(net: Net, xmpp_account: AccountFactory, car_jid: str, policy: ContactsPolicy,
+async def stranger_waiting(net: Net, xmpp_account: AccountFactory, car_jid: str, policy: ContactsPlugin,
                            nick: str = "Ann") -> tuple[str, Recorder]:
     jid, password = xmpp_account("ann")
     pending = Signal()
@@ -217,7 +218,7 @@ async def stranger_waiting(net: Net, xmpp_account: AccountFactory, car_jid: str,
 
 
 async def test_contacts_commands_over_the_socket(net: Net, xmpp_account: AccountFactory,
-                                                 car_agent: tuple[str, ContactsPolicy, ControlServer]) -> None:
+                                                 car_agent: tuple[str, ContactsPlugin, ControlServer]) -> None:
     car_jid, policy, control = car_agent
     ann, seen = await stranger_waiting(net, xmpp_account, car_jid, policy)
     async with ControlClient(control.path) as client:
@@ -246,7 +247,7 @@ async def test_contacts_commands_over_the_socket(net: Net, xmpp_account: Account
 
 async def test_headunit_contacts_lists_and_answers_through_the_running_agent(
         net: Net, xmpp_account: AccountFactory, folder: Path,
-        car_agent: tuple[str, ContactsPolicy, ControlServer]) -> None:
+        car_agent: tuple[str, ContactsPlugin, ControlServer]) -> None:
     car_jid, policy, control = car_agent
     profile = str(control_profile(folder, control.path))
     ann, ann_seen = await stranger_waiting(net, xmpp_account, car_jid, policy, nick="Ann")

@@ -28,8 +28,9 @@ from tests.harness.cli import control_profile, headunit
 from agent.messages import MessageStore
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
-from agent.xmpp.adhoc import AdHocService
-from agent.xmpp.chat import ChatService
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.chat import ChatPlugin
+from agent.xmpp.plugins.commands import CommandsPlugin
 from devserver.clients import WAIT, close_client, log_in, verified_client
 
 DRIVER = "driver confirms on the dashboard"
@@ -102,7 +103,7 @@ async def rig(prosody_server: Any, xmpp_account: Any) -> AsyncIterator[Rig]:
     operator.add_event_handler("message", lambda msg: chat_in.put_nowait(str(msg["body"]))
                                if msg["type"] in ("chat", "normal") and msg["body"] else None)
     store = MessageStore(folder / "messages.db")
-    chat = ChatService(car, store)
+    chat = enable(car, ChatPlugin, store=store)
     prompts = DriverPrompts.in_dir(folder, on_acknowledged=acknowledgement_sender(chat))  # as the agent wires it
     asked: asyncio.Queue[Confirmation] = asyncio.Queue()
 
@@ -120,20 +121,20 @@ async def rig(prosody_server: Any, xmpp_account: Any) -> AsyncIterator[Rig]:
         guarded("open-boot", "Open the boot", ran, DriverConfirms(prompts, timeout=WAIT)),
         guarded("open-hood", "Open the hood", ran, SpeedIsZero(), DriverConfirms(prompts, timeout=WAIT)),
     ])
-    service = AdHocService(car, registry, [op_jid], audit, AgentFacade(state, audit=audit),
-                           limiter=RateLimiter(per_minute=60, burst=30))
+    service: CommandsPlugin | None = None
     try:
-        chat.start()
         for client in (car, operator):
             await log_in(client, prosody_server)
         await chat.wait_for_catch_up(WAIT)
-        service.start()
+        service = enable(car, CommandsPlugin, registry=registry, operators=[op_jid], audit=audit,
+                         agent=AgentFacade(state, audit=audit), limiter=RateLimiter(per_minute=60, burst=30))
         await control.start()
         yield Rig(car, operator, prompts, control, audit, state, control_profile(folder, control.path), ran,
                   chat_in, asked)
     finally:
         await control.stop()
-        await service.stop()
+        if service is not None:
+            await service.stop()
         await chat.stop()
         for client in (car, operator):
             await close_client(client)

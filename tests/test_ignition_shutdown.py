@@ -35,7 +35,8 @@ from agent.vehicle.mode import ModeSettings
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.state import VehicleState
 from agent.telemetry.publisher import node_name
-from tests.harness.agentproc import Watcher, demo_profile, wait_until
+from devserver.clients import Watcher
+from tests.harness.agentproc import demo_profile, wait_until
 from devserver.fleet import FleetReceiver
 from devserver.prosody import Prosody
 
@@ -211,7 +212,7 @@ async def test_ignition_off_flushes_shows_off_withdraws_offers_then_powers_off(
     await car.receiver.catch_up()
     await car.receiver.stop()
     assert car.receiver.samples == [to_ms(s) for s in recorded(car.data_dir)], "the fleet has every sample"
-    messages = [r.getMessage() for r in caplog.records if r.name == "agent.power"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "agent.policies.power"]
     assert any("powering the board off in 1 s" in m for m in messages), messages
     assert any("power off asked" in m for m in messages), messages
 

@@ -19,8 +19,10 @@ from agent.clock import Clock
 from agent.profile.model import LocationConfig
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
-from agent.xmpp.location import (NODE, LocationPublisher, Position, Throttle, current_position, geoloc_element,
-                                 rounding_error_m)
+from agent.policies.location import (ACCESS_MODELS, LocationPolicy, Position, Throttle, current_position,
+                                     rounding_error_m)
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.geoloc import NODE, GeolocPlugin, geoloc_element
 from devserver.prosody import AccountFactory, ServerInfo
 
 TIMEOUT = 15.0
@@ -120,7 +122,7 @@ class Net:
     def __init__(self, server: ServerInfo) -> None:
         self.server = server
         self.clients: list[slixmpp.ClientXMPP] = []
-        self.publishers: list[LocationPublisher] = []
+        self.publishers: list[LocationPolicy] = []
 
     async def connect(self, jid: str, password: str, *, geoloc_interest: bool = False) -> slixmpp.ClientXMPP:
         """A verified STARTTLS client; with ``geoloc_interest`` it announces geoloc+notify in its caps."""
@@ -129,7 +131,7 @@ class Net:
         client.enable_direct_tls = False
         client.enable_plaintext = False
         client.ca_certs = Path(self.server.ca_file)
-        client.roster.auto_authorize = None  # every approval in these tests is explicit
+        client.roster.auto_authorize = None  # type: ignore[assignment]  # typed bool; None: every approval is explicit
         client.roster.auto_subscribe = False
         client.register_plugin("xep_0060")
         if geoloc_interest:
@@ -151,8 +153,8 @@ class Net:
         return client
 
     def publisher(self, car: slixmpp.ClientXMPP, state: VehicleState, clock: Clock,
-                  operators: tuple[str, ...] = (), **config: Any) -> LocationPublisher:
-        publisher = LocationPublisher(car, state, LocationConfig(**config), operators, clock)
+                  operators: tuple[str, ...] = (), **config: Any) -> LocationPolicy:
+        publisher = location(car, state, LocationConfig(**config), operators, clock)
         publisher.start()
         self.publishers.append(publisher)
         return publisher
@@ -225,7 +227,7 @@ async def subscribe_to_car(car: slixmpp.ClientXMPP, contact: slixmpp.ClientXMPP,
 async def barrier(car: slixmpp.ClientXMPP, inbox: Inbox, contact: slixmpp.ClientXMPP) -> None:
     """Everything the server sent the contact before now has arrived: a chat from the car comes after it."""
     token = secrets.token_hex(4)
-    car.send_message(mto=contact.boundjid.bare, mbody=token, mtype="chat")
+    car.send_message(mto=slixmpp.JID(contact.boundjid.bare), mbody=token, mtype="chat")
     await inbox.wait_for(lambda: token in inbox.chats, "the barrier message")
 
 
@@ -246,7 +248,15 @@ async def refused(action: Any) -> str:
     return str(caught.value.condition)
 
 
-async def published(publisher: LocationPublisher, count: int) -> None:
+def location(car: slixmpp.ClientXMPP, state: VehicleState, config: LocationConfig, operators: tuple[str, ...],
+             clock: Clock) -> LocationPolicy:
+    """The location policy and its publisher on the car's client, as the agent makes them."""
+    plugin = enable(car, GeolocPlugin, access_model=ACCESS_MODELS[config.access], operators=operators,
+                    precision=config.precision)
+    return LocationPolicy(state, config, clock, plugin)
+
+
+async def published(publisher: LocationPolicy, count: int) -> None:
     await eventually(lambda: publisher.published >= count, f"{count} publish(es) confirmed")
 
 
@@ -525,7 +535,7 @@ async def test_a_publisher_started_late_publishes_at_once_and_stop_is_idempotent
     car = await net.connect(car_jid, car_pw)
     state = VehicleState()
     fill(state, START)
-    publisher = LocationPublisher(car, state, LocationConfig(), (), ManualClock())
+    publisher = location(car, state, LocationConfig(), (), ManualClock())
     publisher.start()
     await published(publisher, 1)
     await publisher.stop()
@@ -533,7 +543,7 @@ async def test_a_publisher_started_late_publishes_at_once_and_stop_is_idempotent
     fill(state, north_of(START, 1000))
     await asyncio.sleep(0.05)
     assert publisher.published == 1  # stopped: the state no longer reaches it
-    disabled = LocationPublisher(car, state, LocationConfig(enabled=False), (), ManualClock())
+    disabled = location(car, state, LocationConfig(enabled=False), (), ManualClock())
     disabled.start()
     await disabled.stop()
     assert disabled.published == 0

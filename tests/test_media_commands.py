@@ -32,15 +32,16 @@ from agent.commands.registry import AgentFacade, Command, RateLimiter, Registry
 from agent.logbook import Logbook
 from agent.profile.model import CameraConfig
 from agent.vehicle.state import VehicleState
-from agent.xmpp.adhoc import AdHocService
-from agent.xmpp.upload import HttpUploader
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.commands import CommandsPlugin
+from agent.xmpp.plugins.upload import UploadPlugin
 from drivers.camera import Camera, create_camera
 from devserver.clients import WAIT, close_client, log_in, verified_client
 from devserver.prosody import AccountFactory, ServerInfo
 
 DEMO_CAMERA = Path(__file__).resolve().parent.parent / "profiles" / "demo" / "camera"
 DEMO_STILLS = {p.read_bytes() for p in DEMO_CAMERA.glob("*.jpg")}
-CommandsFor = Callable[[HttpUploader], list[Command]]
+CommandsFor = Callable[[UploadPlugin], list[Command]]
 
 
 @dataclass
@@ -82,17 +83,18 @@ async def rig_on(server: ServerInfo, account: AccountFactory, tmp_path: Path,
     audit = AuditLog(tmp_path / "audit.db")
     rig = Rig(car, operator, audit)
     car.add_filter("out", rig.record)
-    uploader = HttpUploader(car, ca_file=server.ca_file)
-    service = AdHocService(car, Registry(commands(uploader)), [op_jid], audit,
-                           AgentFacade(VehicleState(), audit=audit),
-                           limiter=RateLimiter(per_minute=60, burst=30))
+    uploader = enable(car, UploadPlugin, ca_file=server.ca_file)
+    service: CommandsPlugin | None = None
     try:
         for client in (car, operator):
             await log_in(client, server)
-        service.start()
+        service = enable(car, CommandsPlugin, registry=Registry(commands(uploader)), operators=[op_jid], audit=audit,
+                         agent=AgentFacade(VehicleState(), audit=audit),
+                         limiter=RateLimiter(per_minute=60, burst=30))
         yield rig
     finally:
-        await service.stop()
+        if service is not None:
+            await service.stop()
         for client in (car, operator):
             await close_client(client)
         audit.close()

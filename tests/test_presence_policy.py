@@ -49,7 +49,7 @@ async def test_a_mode_change_goes_out_at_once_and_speed_only_changes_are_rate_li
 
     state.update(paths.SPEED, 12.0, "can")
     state.update(paths.MODE, "driving", "agent")
-    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving · 12 km/h", 0), "mode change: immediately"
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving", 0, "Driving · 12 km/h"), "mode change: immediately"
     for speed in range(13, 80):  # a busy drive: the speed changes many times a second
         state.update(paths.SPEED, float(speed), "can")
     assert len(sink.sent) == 2, "text-only updates wait for the interval"
@@ -57,7 +57,7 @@ async def test_a_mode_change_goes_out_at_once_and_speed_only_changes_are_rate_li
     clock.now += 30.0
     await asyncio.sleep(0.05)  # the pending flush was scheduled for the real 30 s; nudge it
     policy.push()
-    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving · 79 km/h", 0), "latest value when the interval passed"
+    assert sink.sent[-1] == PresenceUpdate("dnd", "Driving", 0, "Driving · 79 km/h"), "latest value when the interval passed"
     assert len(sink.sent) == 3
 
     state.update(paths.SPEED, 0.0, "can")
@@ -76,9 +76,9 @@ async def test_a_pending_text_update_is_sent_by_the_timer_without_new_events() -
     state.update(paths.SPEED, 10.0, "can")
     policy.start()
     state.update(paths.SPEED, 55.0, "can")
-    assert sink.sent[-1].status == "Driving · 10 km/h"
+    assert sink.sent[-1].for_operators == "Driving · 10 km/h"
     await asyncio.sleep(0.5)
-    assert sink.sent[-1].status == "Driving · 55 km/h" and len(sink.sent) == 2
+    assert sink.sent[-1].for_operators == "Driving · 55 km/h" and len(sink.sent) == 2
     policy.stop()
 
 
@@ -92,15 +92,15 @@ def test_road_and_direction_come_from_the_places_file_and_the_heading(tmp_path: 
     state.update(paths.LATITUDE, 37.4001, "gnss")
     state.update(paths.LONGITUDE, 127.1001, "gnss")
     policy.start()
-    assert sink.sent[-1].status == "Parked · Pangyoyeok-ro"
+    assert sink.sent[-1].for_operators == "Parked · Pangyoyeok-ro"
     state.update(paths.SPEED, 98.0, "can")
     state.update(paths.HEADING, 10.0, "gnss")
     state.update(paths.LATITUDE, 37.5001, "gnss")
     state.update(paths.LONGITUDE, 127.2001, "gnss")
     state.update(paths.MODE, "driving", "agent")
-    assert sink.sent[-1].status == "Driving · 98 km/h · Gyeongbu Expressway northbound"
+    assert sink.sent[-1].for_operators == "Driving · 98 km/h · Gyeongbu Expressway northbound"
     state.update(paths.LATITUDE, 38.9, "gnss")  # far from every known place
-    assert sink.sent[-1].status == "Driving · 98 km/h"
+    assert sink.sent[-1].for_operators == "Driving · 98 km/h"
     policy.stop()
 
 
@@ -138,3 +138,14 @@ async def test_the_drivers_override_holds_through_mode_changes_until_automatic()
     for show in ("unavailable", "chat", "", "DND"):
         with pytest.raises(ValueError, match="must be one of"):
             policy.override(show)
+
+
+def test_everyone_but_the_operators_gets_the_status_without_place_speed_or_direction() -> None:
+    from agent.policies.presence import public_template
+
+    assert public_template("Driving · {speed:.0f} km/h · {road} {direction}") == "Driving"
+    assert public_template("Parked · {road}") == "Parked"
+    assert public_template("Engine running · {rpm:.0f} rpm · {latitude}") == "Engine running · {rpm:.0f} rpm"
+    assert public_template("{road}") == ""  # nothing left that does not say where: an empty status
+    assert PresenceUpdate("dnd", "Driving", 0, "Driving · 63 km/h").for_operators == "Driving · 63 km/h"
+    assert PresenceUpdate("xa", "Ignition off", 0).for_operators == "Ignition off"

@@ -36,8 +36,9 @@ from agent.policies.telemetry import TelemetryPolicy
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.telemetry.publisher import node_name
-from agent.xmpp.adhoc import AdHocService
-from agent.xmpp.pubsub import TelemetryPublisher
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.commands import CommandsPlugin
+from agent.xmpp.plugins.telemetry import TelemetryPlugin
 from devserver.clients import WAIT, close_client, log_in, verified_client
 
 SPEED_RULE = TelemetryRule(paths.SPEED, every=30.0, change=5.0)
@@ -48,11 +49,11 @@ CONFIG = TelemetryConfig(service="pubsub.localhost", rules=PROFILE)
 MODE_RULE = TelemetryRule(paths.MODE, change=0.0, min_interval=0.0)
 
 
-def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPublisher:
+def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPlugin:
     """The car's telemetry publisher, as the agent makes it: the node named after the car, on the config's service."""
     config = config or TelemetryConfig(service="pubsub.localhost")
     assert config.service is not None
-    return TelemetryPublisher(client, config.service, node_name(config.node, car))
+    return enable(client, TelemetryPlugin, service=config.service, node=node_name(config.node, car))
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -295,7 +296,7 @@ class Rig:
     audit: AuditLog
     state: VehicleState
     telemetry: Telemetry
-    service: AdHocService
+    service: CommandsPlugin
     data_dir: Path
     operators: list[str]
 
@@ -328,7 +329,6 @@ class Rig:
         self.state = VehicleState()
         self.telemetry = open_telemetry(self.state, self.car, self.data_dir)
         self.service = open_service(self.car, self.telemetry, self.operators, self.audit, self.state)
-        self.service.start()
 
 
 def form(**values: str) -> Form:
@@ -356,10 +356,10 @@ def open_telemetry(state: VehicleState, car: slixmpp.ClientXMPP, data_dir: Path)
 
 
 def open_service(car: slixmpp.ClientXMPP, telemetry: Telemetry, operators: list[str], audit: AuditLog,
-                 state: VehicleState) -> AdHocService:
+                 state: VehicleState) -> CommandsPlugin:
     registry = Registry([telemetry_command(telemetry, CONFIG)])
-    return AdHocService(car, registry, operators, audit, AgentFacade(state, audit=audit),
-                        limiter=RateLimiter(per_minute=120, burst=60))
+    return enable(car, CommandsPlugin, registry=registry, operators=operators, audit=audit,
+                  agent=AgentFacade(state, audit=audit), limiter=RateLimiter(per_minute=120, burst=60))
 
 
 @pytest.fixture
@@ -378,7 +378,6 @@ async def rig(prosody_server: Any, xmpp_account: Any, tmp_path: Path) -> AsyncIt
         telemetry = open_telemetry(state, car, data_dir)
         service = open_service(car, telemetry, [op_jid], audit, state)
         rig = Rig(car, operator, audit, state, telemetry, service, data_dir, [op_jid])
-        service.start()
         yield rig
     finally:
         if rig is not None:

@@ -28,7 +28,8 @@ from agent.telemetry.sender import TelemetrySender
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.telemetry.publisher import NodeSetupError, PublishError, node_name
-from agent.xmpp.pubsub import TelemetryPublisher
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.telemetry import TelemetryPlugin
 from drivers.backoff import Backoff
 from devserver.clients import close_client
 from devserver.fleet import FleetProsody, FleetReceiver
@@ -108,11 +109,11 @@ async def fill(queue: TelemetryQueue, count: int, start: int = 0) -> list[Sample
     return recorded
 
 
-def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPublisher:
+def publisher_for(client: slixmpp.ClientXMPP, car: str, config: TelemetryConfig | None = None) -> TelemetryPlugin:
     """The car's telemetry publisher, as the agent makes it: the node named after the car, on the config's service."""
     config = config or TelemetryConfig(service="pubsub.localhost")
     assert config.service is not None
-    return TelemetryPublisher(client, config.service, node_name(config.node, car))
+    return enable(client, TelemetryPlugin, service=config.service, node=node_name(config.node, car))
 
 
 async def until(predicate: Any, timeout: float = WAIT) -> None:
@@ -131,7 +132,7 @@ async def test_published_batches_reach_the_subscriber_with_their_original_timest
     queue = TelemetryQueue(tmp_path / "t.db")
     recorded = await fill(queue, 10)
     async with receiver(server, node) as fleet, online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node)
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node)
         await publisher.ensure_node()
         while (batch := await queue.next_batch(4)) is not None:
             await publisher.publish(batch.id, encode(batch.id, batch.samples), WAIT)
@@ -148,7 +149,7 @@ async def test_republishing_a_batch_id_does_not_duplicate_samples_at_the_receive
     queue = TelemetryQueue(tmp_path / "t.db")
     recorded = await fill(queue, 6)
     async with receiver(server, node) as fleet, online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node)
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node)
         first = await queue.next_batch(3)
         assert first is not None
         await publisher.publish(first.id, encode(first.id, first.samples), WAIT)
@@ -173,7 +174,7 @@ async def test_an_offline_receiver_catches_up_by_retrieving_the_items(
     queue = TelemetryQueue(tmp_path / "t.db")
     recorded = await fill(queue, 20)
     async with online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node)
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node)
         while (batch := await queue.next_batch(6)) is not None:
             await publisher.publish(batch.id, encode(batch.id, batch.samples), WAIT)
             await queue.ack(batch.id)
@@ -241,7 +242,7 @@ async def test_a_failing_publish_is_retried_and_nothing_is_acked_wrongly(
     node = await provisioned(fleet_server, car)
     queue = TelemetryQueue(tmp_path / "t.db")
     async with online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node)
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node)
         sender = TelemetrySender(queue, publisher, batch_max=5, batch_delay=0.0, wait_online=_online_now,
                                  backoff=Backoff(initial=0.05, cap=0.2))
         run = asyncio.create_task(sender.run())
@@ -274,7 +275,7 @@ async def test_a_service_that_does_not_exist_keeps_the_samples_queued(
     queue = TelemetryQueue(tmp_path / "t.db")
     await fill(queue, 3)
     async with online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.nowhere.{server.domain}", node_name(NODE, car))
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.nowhere.{server.domain}", node=node_name(NODE, car))
         with pytest.raises(PublishError) as refused:
             await publisher.publish("x-000001", encode("x-000001", realistic_batch(4)), WAIT)
         assert refused.value.condition != ""
@@ -305,7 +306,7 @@ async def test_a_car_allowed_to_create_owns_its_node_and_only_operators_may_read
     queue = TelemetryQueue(tmp_path / "t.db")
     recorded = await fill(queue, 3)
     async with online(server, car, PASSWORD) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node,
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node,
                                        members=(operator, "@fleet.example", "not a jid@@"))
         await publisher.ensure_node()
         await publisher.ensure_node()  # exists: fine, members set again
@@ -327,7 +328,7 @@ async def test_a_missing_node_the_car_may_not_create_is_a_clear_setup_error(
         fleet_server: FleetProsody, server: ServerInfo) -> None:
     car, password = account(fleet_server, "car")
     async with online(server, car, password) as client:
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node_name(NODE, car))
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node_name(NODE, car))
         with pytest.raises(NodeSetupError, match="the fleet must create it with .* as publisher"):
             await publisher.ensure_node()
 
@@ -345,7 +346,7 @@ async def test_bytes_per_sample_of_a_published_batch(fleet_server: FleetProsody,
             online(dataclasses.replace(server, port=proxy.port), car, password) as client:
         client.add_filter("out", lambda s: _measure(sizes, "set", s))
         client.add_filter("in", lambda s: _measure(sizes, "result", s))
-        publisher = TelemetryPublisher(client, f"pubsub.{server.domain}", node)
+        publisher = enable(client, TelemetryPlugin, service=f"pubsub.{server.domain}", node=node)
         for count in (64, 1):
             sizes.clear()
             batch_id = f"7f3a9c-{count:06d}"

@@ -1,6 +1,6 @@
 """XEP-0363 uploads on a real Prosody with mod_http_file_share, over verified TLS.
 
-The car is a slixmpp client with an HttpUploader; every URL it returns is
+The car is a slixmpp client with the upload plugin; every URL it returns is
 downloaded back with aiohttp trusting only the test CA and compared byte for
 byte. An outgoing-stanza filter records each slot request the client sends,
 so a test can check what was asked for (and that nothing was, when refused).
@@ -23,14 +23,15 @@ import aiohttp
 import pytest
 import slixmpp
 
-from agent.xmpp.upload import (
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.upload.upload import (
     MAX_FILENAME,
     FileTooLarge,
-    HttpUploader,
     NoUploadService,
     PutFailed,
     Slot,
     SlotRefused,
+    UploadPlugin,
     UploadTimeout,
     sanitize_filename,
 )
@@ -48,7 +49,7 @@ class Car:
     """A logged-in client, its uploader, and the slot requests it sent."""
 
     client: slixmpp.ClientXMPP
-    uploader: HttpUploader
+    uploader: UploadPlugin
     slot_requests: list[dict[str, str]] = field(default_factory=list)
 
     def record(self, stanza: Any) -> Any:
@@ -61,7 +62,7 @@ class Car:
 
 async def connect_car(server: ServerInfo, jid: str, password: str, ca_file: Path | None) -> Car:
     client = verified_client(jid, password, server, resource="car")
-    car = Car(client, HttpUploader(client, ca_file=ca_file))
+    car = Car(client, enable(client, UploadPlugin, ca_file=ca_file))
     client.add_filter("out", car.record)
     await log_in(client, server, presence=False)
     return car

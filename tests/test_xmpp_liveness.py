@@ -59,3 +59,23 @@ def test_a_busy_link_is_never_probed() -> None:
         link.sent = float(t) - 0.5
         assert not monitor.step()
     assert link.probes == []
+
+
+def test_the_next_check_is_the_nearest_deadline_so_the_monitor_needs_no_tick() -> None:
+    link = Link()
+    monitor = link.monitor(interval=60, timeout=20)
+    assert monitor.next_check() == 60.0  # quiet: the ping is due after the interval
+    link.now, link.sent = 10.0, 10.0  # something went out and nothing came back yet
+    assert monitor.next_check() == 5.0  # SENT_UNANSWERED after the last data in: due now
+    assert not monitor.step() and link.probes == [10.0]
+    assert monitor.next_check() == 30.0  # the probe's timeout
+
+
+async def test_the_monitor_sleeps_until_its_deadline_and_declares_the_dead_link() -> None:
+    import time
+
+    probes: list[float] = []
+    monitor = LinkMonitor(last_received=lambda: 0.0, last_sent=lambda: 0.0, send_probe=lambda: probes.append(1),
+                          ping_interval=0.05, ping_timeout=0.05, clock=time.monotonic)
+    await monitor.run()  # returns once the link is dead: one probe, no answer
+    assert probes == [1]

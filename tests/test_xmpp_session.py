@@ -9,15 +9,16 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from slixmpp import JID
 
+from agent.policies.contacts import SubscriptionPolicy
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, ContactsConfig
 from agent.xmpp.client import XmppSession
-from agent.xmpp.contacts import ContactsPolicy
+from agent.xmpp.plugins.contacts import ContactsPlugin
 from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
-from tests.harness.agentproc import Watcher
-from devserver.clients import close_client, log_in, verified_client
+from devserver.clients import Watcher, close_client, log_in, verified_client
 from devserver.pki import make_pki
 from devserver.prosody import AccountFactory, Prosody, ServerInfo
 
@@ -72,8 +73,7 @@ async def test_after_a_server_restart_the_session_comes_back_with_the_current_pr
         car = server.register("car", "car-password")
         operator = server.register("operator", "op-password")
         session = XmppSession(account(info, car, "car-password"), backoff=Backoff(initial=0.2, cap=1.0))
-        contacts = ContactsPolicy(session.client, ContactsConfig(), [operator])
-        contacts.start()
+        session.enable(ContactsPlugin, policy=SubscriptionPolicy.from_profile(ContactsConfig(), [operator]))
         session.send_presence_update(PresenceUpdate("dnd", "Driving · 50 km/h", 0))
         session.start()
         watcher = Watcher(operator, "op-password", info, car)
@@ -158,7 +158,7 @@ async def test_disco_and_caps_describe_the_car(prosody_server: ServerInfo, xmpp_
     try:
         await session.wait_online(20)
         await log_in(other, prosody_server)
-        info = await other.plugin["xep_0030"].get_info(jid=f"{car}/headunit", timeout=10)
+        info = await other.plugin["xep_0030"].get_info(jid=JID(f"{car}/headunit"), timeout=10)
         identities = {(c, t) for c, t, _, _ in info["disco_info"]["identities"]}
         features = set(info["disco_info"]["features"])
     finally:
@@ -198,7 +198,7 @@ def record_raw(session: XmppSession) -> list[str]:
         sent.extend(state for state in ("inactive", "active") if text.startswith(f"<{state} "))
         write(data)
 
-    session.client.send_raw = send_raw
+    session.client.send_raw = send_raw  # type: ignore[method-assign]  # a spy on the stream
     return sent
 
 

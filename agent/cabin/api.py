@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.cabin import fields, views
 from agent.cabin.errors import CabinError
@@ -274,6 +274,7 @@ class CabinParts:
     offers: Offers
     power: PowerPort
     telemetry_pending: Callable[[], int] | None = None  # samples not yet acknowledged; None: no telemetry
+    telemetry_changed: Event[Any] | None = None  # the telemetry queue moved (recorded, batched, acknowledged)
 
 
 class DriverApi:
@@ -291,6 +292,7 @@ class DriverApi:
         self._link = parts.link
         self._power = parts.power
         self._telemetry_pending = parts.telemetry_pending
+        self._telemetry_changed = parts.telemetry_changed
 
     # -- the vehicle ---------------------------------------------------------------------------
 
@@ -312,6 +314,11 @@ class DriverApi:
 
     def connection(self) -> ConnectionStatus:
         return self._link.connection()
+
+    @property
+    def count_events(self) -> list[Event[Any]]:
+        """What changes the counts the driver sees: the telemetry queue, and the chat outbox (its messages)."""
+        return [*([self._telemetry_changed] if self._telemetry_changed is not None else []), *self.chat.events]
 
     def telemetry_queued(self) -> int | None:
         """Samples the fleet has not acknowledged yet; None without telemetry."""

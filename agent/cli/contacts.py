@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from agent.cli.common import EXIT_USAGE, Commands, ask_agent, print_answer, table
-from agent.control import ControlClient
+from agent.cli.common import Commands, ForPeople, Request, UsageError, ask_and_print, table
 
 ACTIONS = ("approve", "refuse", "remove")
 DONE = {"approve": "approved {jid}: they now see the car's presence",
@@ -45,34 +43,22 @@ def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -
 
 def main(args: argparse.Namespace) -> int:
     """Run ``headunit contacts``; returns the exit status."""
-    problem = _usage_problem(args)
-    if problem:
-        print(f"headunit contacts: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    code, result = ask_agent(args.profile, lambda client: _call(client, args))
-    if code == 0:
-        print_answer(result, args.json, lambda: _for_people(args, result))
-    return code
+    return ask_and_print("contacts", args, request, FOR_PEOPLE)
 
 
-def _usage_problem(args: argparse.Namespace) -> str | None:
+def request(args: argparse.Namespace) -> Request:
+    """What to ask the agent; UsageError for a command line that cannot be right."""
     if args.action and not args.jid:
-        return f"{args.action} needs a JID"
+        raise UsageError(f"{args.action} needs a JID")
     if args.action and args.pending:
-        return f"--pending lists requests; it does not go with {args.action}"
-    return None
-
-
-async def _call(client: ControlClient, args: argparse.Namespace) -> object:
+        raise UsageError(f"--pending lists requests; it does not go with {args.action}")
     if args.action:
-        return await client.call(f"contacts.{args.action}", jid=args.jid)
-    return await client.call("contacts.pending" if args.pending else "contacts.list")
+        return f"contacts.{args.action}", {"jid": args.jid}
+    return ("contacts.pending" if args.pending else "contacts.list"), {}
 
 
-def _for_people(args: argparse.Namespace, result: Any) -> str:
-    if args.action:
-        return DONE[args.action].format(jid=args.jid)
-    return pending_table(result) if args.pending else contacts_table(result)
+def _done(action: str) -> ForPeople:
+    return lambda result, args: DONE[action].format(jid=args.jid)
 
 
 def contacts_table(contacts: Any) -> str:
@@ -116,3 +102,10 @@ def _since(since: Any) -> str:
         return datetime.fromisoformat(str(since)).astimezone().strftime("%Y-%m-%d %H:%M")
     except ValueError:
         return str(since or "")
+
+
+FOR_PEOPLE: dict[str, ForPeople] = {
+    "contacts.list": lambda result, _: contacts_table(result),
+    "contacts.pending": lambda result, _: pending_table(result),
+    **{f"contacts.{action}": _done(action) for action in ACTIONS},
+}

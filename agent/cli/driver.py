@@ -7,12 +7,11 @@ Asks the running agent on its control socket (``driver.*`` handlers of
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agent.cli.common import EXIT_USAGE, Commands, ask_agent, cut, local_time, print_answer, seconds_left, table
-from agent.control import ControlClient
+from agent.cli.common import (Commands, ForPeople, Request, UsageError, ask_and_print, cut, local_time, seconds_left,
+                               table)
 
 ACTIONS = ("ack", "accept", "decline")
 
@@ -47,43 +46,31 @@ def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -
 
 def main(args: argparse.Namespace) -> int:
     """Run ``headunit driver``; returns the exit status."""
-    problem = _usage_problem(args)
-    if problem:
-        print(f"headunit driver: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    code, result = ask_agent(args.profile, lambda client: _call(client, args))
-    if code == 0:
-        print_answer(result, args.json, lambda: _for_people(args, result))
-    return code
+    return ask_and_print("driver", args, request, FOR_PEOPLE)
 
 
-def _usage_problem(args: argparse.Namespace) -> str | None:
+def request(args: argparse.Namespace) -> Request:
+    """What to ask the agent; UsageError for a command line that cannot be right."""
     if args.action and not args.id:
-        return f"{args.action} needs an ID (from `headunit driver PROFILE`)"
+        raise UsageError(f"{args.action} needs an ID (from `headunit driver PROFILE`)")
     if args.action and args.recent:
-        return f"--recent lists messages; it does not go with {args.action}"
-    return None
-
-
-async def _call(client: ControlClient, args: argparse.Namespace) -> object:
+        raise UsageError(f"--recent lists messages; it does not go with {args.action}")
     if args.action == "ack":
-        return await client.call("driver.ack", id=args.id)
+        return "driver.ack", {"id": args.id}
     if args.action in ("accept", "decline"):
-        return await client.call("driver.answer", id=args.id, accept=args.action == "accept")
-    if args.recent:
-        return await client.call("driver.notices", limit=20)
-    return await client.call("driver.pending")
+        return "driver.answer", {"id": args.id, "accept": args.action == "accept"}
+    return ("driver.notices", {"limit": 20}) if args.recent else ("driver.pending", {})
 
 
-def _for_people(args: argparse.Namespace, result: Any) -> str:
-    if args.action == "ack":
-        if not result.get("ack_required", True):
-            return f"dismissed message {result['id']} from {result['sender']} (it asked for no acknowledgement)"
-        return f"acknowledged message {result['id']} from {result['sender']}: they are told"
-    if args.action:
-        verb = "accepted" if result.get("accepted") else "declined"
-        return f"{verb} question {result['id']} from {result['requester']}: {result['question']}"
-    return notices_table(result) if args.recent else pending_tables(result)
+def acknowledged_text(result: Any, _: argparse.Namespace) -> str:
+    if not result.get("ack_required", True):
+        return f"dismissed message {result['id']} from {result['sender']} (it asked for no acknowledgement)"
+    return f"acknowledged message {result['id']} from {result['sender']}: they are told"
+
+
+def answered_text(result: Any, _: argparse.Namespace) -> str:
+    verb = "accepted" if result.get("accepted") else "declined"
+    return f"{verb} question {result['id']} from {result['requester']}: {result['question']}"
 
 
 def pending_tables(pending: Any) -> str:
@@ -117,3 +104,9 @@ def _ack_state(notice: Any) -> str:
     at = notice.get("acknowledged_at")
     return local_time(at) if at is not None else "waiting"
 
+
+FOR_PEOPLE: dict[str, ForPeople] = {
+    "driver.ack": acknowledged_text, "driver.answer": answered_text,
+    "driver.notices": lambda result, _: notices_table(result),
+    "driver.pending": lambda result, _: pending_tables(result),
+}

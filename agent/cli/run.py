@@ -14,9 +14,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.cli.common import EXIT_FAILED, EXIT_USAGE, Commands
 from agent.errors import HeadunitError, ProfileError
+
+if TYPE_CHECKING:
+    from agent.profile.model import Profile
 
 log = logging.getLogger("headunit")
 
@@ -41,14 +45,21 @@ def add_parser(commands: Commands, parents: Sequence[argparse.ArgumentParser]) -
     check_parser.set_defaults(func=check)
 
 
-def check(args: argparse.Namespace) -> int:
-    """Run ``headunit check``: load and validate the profile; returns the exit status."""
+def _load(args: argparse.Namespace) -> Profile | None:
+    """The profile of the command line, or None once the refusal is printed."""
     from agent.profile import load_profile
 
     try:
-        profile = load_profile(args.profile)
+        return load_profile(args.profile)
     except ProfileError as exc:
         print(f"headunit: profile refused: {exc}", file=sys.stderr)
+        return None
+
+
+def check(args: argparse.Namespace) -> int:
+    """Run ``headunit check``: load and validate the profile; returns the exit status."""
+    profile = _load(args)
+    if profile is None:
         return EXIT_USAGE
     print(f"{args.profile}: OK ({profile.name}, account {profile.account.jid})")
     return 0
@@ -56,28 +67,25 @@ def check(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``headunit run``: the agent until SIGINT or SIGTERM; returns the exit status."""
-    from agent.profile import load_profile
-
-    try:
-        profile = load_profile(args.profile)
-    except ProfileError as exc:
-        print(f"headunit: profile refused: {exc}", file=sys.stderr)
+    profile = _load(args)
+    if profile is None:
         return EXIT_USAGE
     if args.speed is not None and args.speed <= 0:
         print("headunit: --speed must be positive", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(profile, args.speed))
+        from agent.service.probes import timing_event_loop
+
+        with asyncio.Runner(loop_factory=timing_event_loop) as runner:  # the health check times its iterations
+            return runner.run(_run(profile, args.speed))
     except HeadunitError as exc:
         print(f"headunit: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
-async def _run(profile: object, speed: float | None) -> int:
+async def _run(profile: Profile, speed: float | None) -> int:
     from agent.app import Agent
-    from agent.profile.model import Profile
 
-    assert isinstance(profile, Profile)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     first_signal: float | None = None

@@ -33,7 +33,7 @@ class UploadService(Protocol):
 
 
 class Uploader(Protocol):
-    """Shares a file by HTTP upload (the XMPP side: :class:`agent.xmpp.upload.Uploader`).
+    """Shares a file by HTTP upload (the XMPP side: :class:`agent.xmpp.plugins.upload.UploadPlugin`).
 
     Its failures are :class:`~agent.errors.HeadunitError` whose message names the step.
     """

@@ -6,7 +6,7 @@ runs on values the form validated and once every interlock agreed; it gets a
 :class:`CommandContext` (who asks, what they filled in, the agent's facade)
 and returns a :class:`Result`. :class:`Dispatcher` runs the steps (access,
 rate limit, form, confirmation, interlocks, handler, audit) without knowing
-XMPP; ``agent/xmpp/adhoc.py`` only translates XEP-0050 stanzas to and from it.
+XMPP; ``agent/xmpp/plugins/commands/`` only translates XEP-0050 stanzas to and from it.
 """
 
 from __future__ import annotations

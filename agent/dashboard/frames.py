@@ -7,7 +7,7 @@ lives in one place. Everything here is pure: the hub decides when to send.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agent import __version__

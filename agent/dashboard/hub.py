@@ -4,7 +4,7 @@ The hub listens to the driver's API (vehicle state, link, presence, contacts, ch
 prompts, offers) and sends frames (:mod:`agent.dashboard.frames`) to each page through that
 page's own queue, so one slow page never holds the others up (it is disconnected
 instead, and reconnects to a fresh full state). Vehicle changes are batched (at most
-one frame every 100 ms), the outbox and telemetry counts are looked at once a second.
+one frame every 100 ms), the outbox and telemetry counts when they move (at most once a second).
 Requests from a page are checked and done one at a time (:mod:`agent.dashboard.requests`),
 each answered with a ``result``.
 """
@@ -17,12 +17,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
 from agent.cabin.api import DriverApi
 from agent.dashboard import frames, requests
 from agent.dashboard.frames import Frame
 from agent.dashboard.limits import Budget, LogLimiter
+from agent.dashboard.web import CloseCode, MessageType, WebSocket
 from agent.errors import HeadunitError
 from agent.messages.store import StoredMessage
 from agent.profile.model import DashboardConfig
@@ -36,7 +35,7 @@ REQUEST_TIMEOUT = 10.0  # s one request may take
 MAX_QUEUED = 512  # frames waiting for one page; beyond, the page is too slow and is disconnected
 VEHICLE_BATCH = 0.1  # s: vehicle changes go out at most this often
 COALESCE = 0.05  # s: a burst of contact, presence, prompt or offer changes makes one frame
-COUNTS_EVERY = 1.0  # s between looks at the telemetry queue and the chat outbox
+COUNTS_EVERY = 1.0  # s: changes of the telemetry queue and the chat outbox are looked at at most this often
 THREADS, PER_THREAD = 20, 50  # messages on connect: the latest 50 of each of the 20 latest threads
 CLOSE_TIMEOUT = 2.0  # s for the pages to take the close at stop
 
@@ -44,7 +43,7 @@ CLOSE_TIMEOUT = 2.0  # s for the pages to take the close at stop
 class Page:
     """One connected page: its WebSocket, the frames waiting for it, and its request budget."""
 
-    def __init__(self, ws: web.WebSocketResponse, peer: str) -> None:
+    def __init__(self, ws: WebSocket, peer: str) -> None:
         self.ws = ws
         self.peer = peer
         self.budget = Budget(REQUESTS_PER_SECOND, REQUESTS_PER_SECOND)
@@ -88,7 +87,7 @@ class Page:
         try:
             while (text := await self._queue.get()) is not None:
                 await self.ws.send_str(text)
-            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow: reconnect")
+            await self.ws.close(CloseCode.TRY_AGAIN_LATER, "too slow: reconnect")
         except (ConnectionError, RuntimeError) as exc:
             log.debug("dashboard page %s: stopped sending: %s", self.peer, exc)
 
@@ -135,6 +134,7 @@ class Hub:
             ("prompts", self._send_prompts), ("offers", self._send_offers))}
         self._unsubscribe: list[Callable[[], None]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._counts_changed = asyncio.Event()
 
     @property
     def clients(self) -> int:
@@ -156,6 +156,7 @@ class Hub:
             *(event.listen(self._flushes["contacts"].request) for event in api.contacts.events),
             *(event.listen(self._on_message) for event in api.chat.events),
             *(event.listen(self._on_link) for event in api.link_events),
+            *(event.listen(self._on_counts) for event in api.count_events),
         ]
         self._ticker = asyncio.create_task(self._look_at_counts(), name="dashboard-counts")
 
@@ -170,7 +171,7 @@ class Hub:
         if ticker is not None:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-        closing = [page.ws.close(code=WSCloseCode.GOING_AWAY, message=b"the agent is stopping")
+        closing = [page.ws.close(CloseCode.GOING_AWAY, "the agent is stopping")
                    for page in list(self._pages)]
         if closing:
             try:
@@ -181,7 +182,7 @@ class Hub:
 
     # -- one page --------------------------------------------------------------------
 
-    async def serve(self, ws: web.WebSocketResponse, peer: str) -> None:
+    async def serve(self, ws: WebSocket, peer: str) -> None:
         """Greet a connected page, then answer its requests until it goes."""
         page = Page(ws, peer)
         self._pages.add(page)
@@ -192,12 +193,12 @@ class Hub:
                 page.greet(await self._greeting())
             except Exception:
                 log.exception("dashboard page %s: the state could not be gathered", peer)
-                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the agent could not read its state")
+                await ws.close(CloseCode.INTERNAL_ERROR, "the agent could not read its state")
                 return
             async for message in ws:
-                if message.type == WSMsgType.TEXT:
+                if message.type is MessageType.TEXT and isinstance(message.data, str):
                     await self._on_text(page, message.data)
-                elif message.type == WSMsgType.BINARY:
+                else:
                     self._refuse(page, None, "text frames only (JSON)")
         finally:
             self._pages.discard(page)
@@ -312,10 +313,16 @@ class Hub:
     async def _update_counts(self) -> None:
         self._counts = (self.api.telemetry_queued() or 0, await self.api.chat.outbox())
 
+    def _on_counts(self, _: object) -> None:
+        self._counts_changed.set()
+
     async def _look_at_counts(self) -> None:
-        """Once a second, while pages are connected: the link and the queue depths, sent when changed."""
+        """When the telemetry queue or the chat outbox moved (at most once a second), while pages are
+        connected: the queue depths, sent when changed. Nothing runs while nothing moves."""
         while True:
-            await asyncio.sleep(COUNTS_EVERY)
+            await self._counts_changed.wait()
+            self._counts_changed.clear()
+            await asyncio.sleep(COUNTS_EVERY)  # a burst while driving makes one look
             if not self._pages:
                 continue
             try:

@@ -1,4 +1,4 @@
-"""1:1 messages: the local store the dashboard reads (the XMPP side is ``agent.xmpp.chat``)."""
+"""1:1 messages: the local store the dashboard reads (the XMPP side is ``agent.xmpp.plugins.chat``)."""
 
 from agent.messages.store import MessageError, MessageStore, State, StoredMessage
 

@@ -1,23 +1,64 @@
 """Contacts: who may see the car, and what the driver is shown of them.
 
-The decisions the protocol side (:mod:`agent.xmpp.contacts`) asks for, and the
-roster vocabulary the driver's doors show: a contact and the presence of its
-clients, a subscription request waiting for the driver.
+The decisions the protocol side (:mod:`agent.xmpp.plugins.contacts`) asks for at each
+subscription request (:class:`SubscriptionPolicy`: a fleet operator is approved at once
+and filed in the operators' roster group, anyone else waits for the driver or is refused,
+as the profile says, and at most so many wait), and the roster vocabulary the driver's
+doors show: a contact and the presence of its clients, a request waiting for the driver.
 """
 
 from __future__ import annotations
 
+import enum
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from agent.errors import HeadunitError
+from agent.jid import is_operator
+from agent.profile.model import ContactsConfig
 
 MAX_TEXT = 200  # characters kept of a request's nick or status
+MAX_PENDING = 200  # requests kept for the driver; beyond, the oldest is refused
 
 
 class ContactsError(HeadunitError, ValueError):
     """A driver's request about a contact cannot be done (bad JID, nothing pending, offline)."""
+
+
+class Decision(enum.Enum):
+    """What becomes of a subscription request."""
+
+    APPROVE = "approve"  # at once, and the operator is asked for their presence in return
+    REFUSE = "refuse"  # at once ("unsubscribed")
+    ASK_DRIVER = "ask driver"  # it waits in the pending list
+
+
+@dataclass(frozen=True)
+class SubscriptionPolicy:
+    """Who may see the car's presence: asked by the contacts plugin at each request."""
+
+    operators: tuple[str, ...] = ()  # bare JIDs and "@domain" entries (agent.jid.is_operator)
+    unknown: str = "pending"  # a non-operator's request: "pending" (the driver decides) or "refuse"
+    operator_group: str = "Fleet"  # the roster group operators are filed in
+    max_pending: int = MAX_PENDING  # requests kept for the driver; beyond, the oldest is refused
+
+    @classmethod
+    def from_profile(cls, config: ContactsConfig, operators: Sequence[str], *,
+                     max_pending: int = MAX_PENDING) -> SubscriptionPolicy:
+        return cls(tuple(operators), config.unknown, config.operator_group, max_pending)
+
+    def is_operator(self, jid: str) -> bool:
+        return is_operator(jid, self.operators)
+
+    def decide(self, jid: str) -> Decision:
+        """A subscription request from the bare JID ``jid``: approve, refuse, or ask the driver."""
+        if self.is_operator(jid):
+            return Decision.APPROVE
+        if self.unknown == "refuse":
+            return Decision.REFUSE
+        return Decision.ASK_DRIVER
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,15 @@
-"""Presence follows the vehicle: the mode picks show, status text and priority.
+"""Presence follows the vehicle: the mode picks show, status text and priority, per audience.
 
 A change of mode goes out at once; a change of the status text alone (the
 speed in "Driving · 63 km/h") at most every ``min_text_interval`` seconds, so
 a busy drive does not flood contacts or trip the server's limits.
+
+Two audiences: the fleet's operators see the profile's ``status`` (place, speed and
+direction included: "Driving · 98 km/h · Gyeongbu Expressway southbound"), sent to them
+as directed presence; everyone else who may see the car sees ``public_status``, which by
+default is the same template without the segments that tell where the car is or how
+fast it goes ("Driving"). Location is for operators only, and so is the status that
+would give it away.
 """
 
 from __future__ import annotations
@@ -36,11 +43,29 @@ PLACEHOLDER_PATHS = {
 }
 
 
+PRIVATE_FIELDS = frozenset({"speed", "road", "direction", "latitude", "longitude"})  # where and how fast
+
+
 @dataclass(frozen=True)
 class PresenceUpdate:
     show: str | None  # None: available
-    status: str
+    status: str  # what everyone who may see the car sees
     priority: int
+    operators_status: str | None = None  # the operators' own, when it says more than ``status``
+
+    @property
+    def for_operators(self) -> str:
+        """The status text the operators see."""
+        return self.status if self.operators_status is None else self.operators_status
+
+
+def public_template(template: str) -> str:
+    """``template`` without its " · " segments that name a place, a speed or a direction."""
+    formatter = string.Formatter()
+    kept = [segment for segment in template.split(SEPARATOR)
+            if not {field.split(".")[0].split("[")[0] for _, field, _, _ in formatter.parse(segment) if field}
+            & PRIVATE_FIELDS]
+    return SEPARATOR.join(kept)
 
 
 OVERRIDE_SHOWS = ("available", "away", "xa", "dnd")  # what the driver may choose
@@ -114,7 +139,8 @@ class PresencePolicy:
             raise ValueError(f"presence show must be one of {', '.join(OVERRIDE_SHOWS)}, not {show!r}")
         text = " ".join((status or "").split())[:MAX_STATUS]
         auto = self.current()
-        self._override = PresenceUpdate(None if show == "available" else show, text or auto.status, auto.priority)
+        self._override = PresenceUpdate(None if show == "available" else show, text or auto.status, auto.priority,
+                                        None if text else auto.operators_status)
         log.info("presence overridden by the driver: %s", show)
         self.push(force=True)
         self._notify()
@@ -135,7 +161,10 @@ class PresencePolicy:
         values: dict[str, Any] = {name: self._state.value(path) for name, path in PLACEHOLDER_PATHS.items()}
         values["road"] = self._road(values["latitude"], values["longitude"])
         values["direction"] = self._direction(values["speed"])
-        return PresenceUpdate(rule.show, render(rule.status, values), rule.priority)
+        detailed = render(rule.status, values)
+        public = render(rule.public_status if rule.public_status is not None else public_template(rule.status),
+                        values)
+        return PresenceUpdate(rule.show, public, rule.priority, None if detailed == public else detailed)
 
     def _road(self, latitude: object, longitude: object) -> str | None:
         if self._places is None or not isinstance(latitude, float) or not isinstance(longitude, float):
@@ -172,7 +201,8 @@ class PresencePolicy:
             self._timer = None
         self.last = update
         self._last_sent_at = self._monotonic()
-        log.info("presence: %s · %s", update.show or "available", update.status)
+        log.info("presence: %s · %s%s", update.show or "available", update.status,
+                 "" if update.operators_status is None else f" (operators: {update.operators_status})")
         self._sink.send_presence_update(update)
         self._notify()
 
@@ -187,7 +217,8 @@ class PresencePolicy:
 
     def _template_fields(self) -> set[str]:
         return {field for rule in self._config.rules.values()
-                for _, field, _, _ in string.Formatter().parse(rule.status) if field}
+                for template in (rule.status, rule.public_status or "")
+                for _, field, _, _ in string.Formatter().parse(template) if field}
 
     def _template_paths(self) -> set[str]:
         return {PLACEHOLDER_PATHS[f] for f in self._template_fields() if f in PLACEHOLDER_PATHS}

@@ -464,7 +464,8 @@ def _check_places(t: Table, path: Path) -> None:
 def _rule(t: Table, default: PresenceRule) -> PresenceRule:
     """A mode's presence; the keys it leaves out keep the default rule's values."""
     t.only(field_names(PresenceRule))
-    changes = present(status=_template(t, "status"), priority=t.integer("priority", -128, 127))
+    changes = present(status=_template(t, "status"), priority=t.integer("priority", -128, 127),
+                      public_status=_template(t, "public_status"))
     if t.has("show"):
         show = t.choice("show", _SHOWS)
         changes["show"] = None if show == "available" else show

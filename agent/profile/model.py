@@ -78,8 +78,9 @@ class PresenceRule:
     status template, priority."""
 
     show: str | None
-    status: str
+    status: str  # what the fleet's operators see (directed presence)
     priority: int = 0
+    public_status: str | None = None  # what everyone else sees; None: ``status`` without place/speed/direction
 
 
 def _default_presence() -> dict[str, PresenceRule]:

@@ -18,6 +18,7 @@ offline (a car starting in a tunnel must still come up), whichever is first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.control import Handler
+from agent.events import Event
 from agent.service.debug import debug_handlers
 from agent.service.notify import Notifier, watchdog_interval
-from agent.service.probes import CrashCounter, ErrorLog, LoopProbe, RateMeter
+from agent.service.probes import CrashCounter, ErrorLog, LoopProbe
 from agent.service.status import driver_problems, status_json
 from agent.service.view import Watched
 from agent.vehicle import paths
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 
 CRASH_LIMIT = 5  # crashes of one task within CRASH_WINDOW that make it fatal
 CRASH_WINDOW = 300.0  # s
-STATUS_EVERY = 2.0  # s between looks at whether the STATUS= line changed
+STATUS_COALESCE = 2.0  # s: a burst of changes makes one STATUS= line
+STATUS_REFRESH = 30.0  # s: a driver's health has no event of its own; looked at this often under systemd
 RECHECK = 1.0  # s between health checks while the watchdog goes unfed
 READY_MARGIN = 30.0  # s the start may take beyond ready_timeout before systemd gives up on it
 ALWAYS_RUNNING = ("stale-sweep", "telemetry")  # tasks that only end when the agent stops
@@ -61,7 +64,6 @@ class Health:
         self.errors = ErrorLog()
         self.crashes = CrashCounter(CRASH_WINDOW)
         self._unsubscribe_crashes = agent.supervisor.crashed.listen(self.crashes.note)
-        self.can_rate = RateMeter()
         self.ready_reason: str | None = None
         self.fed = 0
         self.skipped = 0
@@ -218,15 +220,31 @@ class Health:
         return status.state
 
     async def _update_status(self) -> None:
+        """STATUS= for ``systemctl status``: redone when what it shows changes (the link, the mode, the
+        queue, a crash), at most every STATUS_COALESCE s; not at all without a service manager."""
+        if not self.notifier.is_enabled:
+            return
         agent = self.agent
-        while True:
-            if agent.can is not None:
-                self.can_rate.sample(agent.can.port.stats.frames)
-            line = self.status_line()
-            if line != self._status:
-                self._status = line
-                self.notifier.status(line)
-            await asyncio.sleep(STATUS_EVERY)
+        dirty = asyncio.Event()
+        events: list[Event[Any]] = [agent.link.online, agent.link.offline, agent.supervisor.crashed]
+        if agent.telemetry_changed is not None:
+            events.append(agent.telemetry_changed)
+        undo = [event.listen(lambda _: dirty.set()) for event in events]
+        undo.append(agent.state.listen(lambda _: dirty.set(), [paths.MODE]))
+        try:
+            while True:
+                line = self.status_line()
+                if line != self._status:
+                    self._status = line
+                    self.notifier.status(line)
+                dirty.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STATUS_REFRESH):
+                        await dirty.wait()
+                await asyncio.sleep(STATUS_COALESCE)
+        finally:
+            for unsubscribe in undo:
+                unsubscribe()
 
     # -- WATCHDOG ------------------------------------------------------------------------------
 

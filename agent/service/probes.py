@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import selectors
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +22,50 @@ MAX_MESSAGE = 300  # characters of one kept log message
 Clock = Callable[[], float]
 
 
-class LoopProbe:
-    """Measures how late the event loop runs a timer, remembering the worst lag for ``window`` s.
+class TimingSelector(selectors.DefaultSelector):
+    """The event loop's selector, noting how long each loop iteration ran between two waits.
 
-    It runs ON the loop it measures: while the loop is blocked it measures nothing,
-    and :meth:`lag` (called from the loop once it runs again) counts the time since
-    its last look as lag too, so a block is seen even before the probe has run.
+    Whatever blocks the loop (a slow callback, a synchronous call) shows as one long
+    iteration, measured with no timer of its own: a parked agent stays asleep.
+    """
+
+    def __init__(self, threshold: float = TICK, clock: Clock = time.monotonic) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self._clock = clock
+        self.busy_since = clock()
+        self.late: deque[tuple[float, float]] = deque(maxlen=256)  # (when, how long) above the threshold
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        now = self._clock()
+        busy = now - self.busy_since
+        if busy > self.threshold:
+            self.late.append((now, busy))
+        try:
+            return super().select(timeout)
+        finally:
+            self.busy_since = self._clock()
+
+
+_SELECTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimingSelector] = weakref.WeakKeyDictionary()
+
+
+def timing_event_loop() -> asyncio.AbstractEventLoop:
+    """An event loop whose iterations :class:`LoopProbe` can time (``asyncio.Runner(loop_factory=...)``)."""
+    selector = TimingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    _SELECTORS[loop] = selector
+    return loop
+
+
+class LoopProbe:
+    """How late the event loop runs, the worst for ``window`` s: the longest iteration, or the look overdue now.
+
+    On a loop made by :func:`timing_event_loop` (the agent's, from ``headunit run``) it reads
+    the selector's timings and needs no timer at all. On any other loop (an agent inside a
+    test's loop) it falls back to a timer every ``TICK`` s that measures how late it wakes.
+    While the loop is blocked nothing is measured, and :meth:`lag` (called once it runs
+    again) counts the time since the last look as lag too, so a block is seen at once.
     """
 
     def __init__(self, window: float, clock: Clock = time.monotonic) -> None:
@@ -34,14 +74,24 @@ class LoopProbe:
         self._last_tick = clock()
         self._late: deque[tuple[float, float]] = deque()  # (when, how late) above one tick
         self._task: asyncio.Task[None] | None = None
+        self._selector: TimingSelector | None = None
+
+    @property
+    def is_timing_the_loop(self) -> bool:
+        """True when the loop's own selector is measured (no timer runs)."""
+        return self._selector is not None
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is not None or self._selector is not None:
+            return
+        self._selector = _SELECTORS.get(asyncio.get_running_loop())
+        if self._selector is None:
             self._last_tick = self._clock()
             self._task = asyncio.create_task(self._run(), name="health-loop-probe")
 
     async def stop(self) -> None:
-        """Cancel the probe and wait for it; idempotent."""
+        """Stop measuring; idempotent."""
+        self._selector = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -50,6 +100,10 @@ class LoopProbe:
     def lag(self) -> float:
         """The worst lateness (s) within the window, including the look that is overdue now."""
         now = self._clock()
+        if self._selector is not None:
+            running = now - self._selector.busy_since  # the iteration this call is part of
+            late = [busy for at, busy in self._selector.late if now - at <= self.window]
+            return max([running if running > TICK else 0.0, *late])
         while self._late and now - self._late[0][0] > self.window:
             self._late.popleft()
         overdue = max(0.0, now - self._last_tick - TICK)
@@ -141,25 +195,3 @@ class CrashCounter:
 
     def names(self) -> list[str]:
         return sorted(self.total)
-
-
-class RateMeter:
-    """A counter's rate per second over the last ``window`` seconds, from samples taken now and then."""
-
-    def __init__(self, window: float = 10.0, clock: Clock = time.monotonic) -> None:
-        self.window = window
-        self._clock = clock
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def sample(self, count: int) -> None:
-        now = self._clock()
-        self._samples.append((now, count))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
-            self._samples.popleft()
-
-    def rate(self) -> float | None:
-        """Per second between the oldest and newest sample; None before two samples."""
-        if len(self._samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None

@@ -89,7 +89,7 @@ async def status_json(agent: Watched, health: Health) -> dict[str, object]:
         "connection": agent.link.connection().as_json(),
         "telemetry": None if pending is None else {"queued": pending()},
         "chat": {"outbox": await agent.outbox()},
-        "drivers": drivers_json(agent, health.can_rate.rate()),
+        "drivers": drivers_json(agent, None if agent.can is None else agent.can.frames_per_second()),
         "tasks": health.tasks_json(),
         "loop": {"lag": round(health.probe.lag(), 3), "limit": health.config.loop_lag_limit},
         "watchdog": health.watchdog_json(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.events import Event
 from agent.profile.model import GpioConfig, ServiceConfig
@@ -24,6 +24,9 @@ from agent.link import ConnectionStatus
 class Link(Protocol):
     @property
     def online(self) -> Event[None]: ...
+
+    @property
+    def offline(self) -> Event[None]: ...
 
     def connection(self) -> ConnectionStatus: ...
 
@@ -40,6 +43,7 @@ class Watched:
     state: VehicleState
     outbox: Callable[[], Awaitable[int]]  # chat messages the server is not known to have
     telemetry_pending: Callable[[], int] | None = None  # None: no telemetry
+    telemetry_changed: Event[Any] | None = None  # the queue moved: a sample recorded, batched or acknowledged
     can: CanFeed | None = None
     gnss: GnssFeed | None = None
     gpio: GpioConfig | None = None  # the profile's GPIO, if it asks for one

@@ -3,7 +3,7 @@
 ``Telemetry`` owns the three. The policy turns vehicle state into samples
 (``rules``), which are committed to an SQLite queue (``queue``) before anything
 is sent; the sender (``sender``) publishes them in batches to the fleet's PubSub
-node (``agent.xmpp.pubsub``) and acks them in the queue only when the service
+node (``agent.xmpp.plugins.telemetry``) and acks them in the queue only when the service
 stored them. Coverage gaps, restarts and SIGKILL lose nothing; a batch sent
 twice has the same id, so the fleet drops the copy.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from agent.clock import Clock

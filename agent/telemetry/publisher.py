@@ -1,6 +1,6 @@
 """Where the telemetry goes: a publisher the sender hands batches to, and what can go wrong there.
 
-The XMPP side (:class:`agent.xmpp.pubsub.TelemetryPublisher`, a PubSub node on the
+The XMPP side (:class:`agent.xmpp.plugins.telemetry.TelemetryPlugin`, a PubSub node on the
 fleet's server) implements :class:`Publisher`; the telemetry package knows only this
 Protocol, so it does not depend on the XMPP code. A publish returns once the service
 stored the item (the acknowledgement), or raises :class:`PublishError`.

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, Union
+from typing import TypeVar
 
 from agent.errors import HeadunitError
 from agent.events import Event

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOW = 10.0  # s over which frames_per_second counts
 SOURCE = "can"
 OBD_SOURCE = "obd"
 
@@ -29,6 +32,7 @@ class CanFeed:
                  clock: Callable[[], float], speed: float = 1.0) -> None:
         self._state = state
         self._clock = clock
+        self._rate_samples: deque[tuple[float, int]] = deque()  # (monotonic, frames read so far)
         self._refresh_every = config.stale_after / 4
         self._refreshed: dict[int, float] = {}
         state.set_stale_after(SOURCE, config.stale_after)
@@ -64,8 +68,26 @@ class CanFeed:
     async def _send(self, msg: can.Message) -> None:
         await self.port.send(msg)  # the port exists by the time the poller runs
 
+    def frames_per_second(self) -> float | None:
+        """Frames read per second over the last RATE_WINDOW s (wall time); None before any frame."""
+        now = time.monotonic()
+        samples = self._rate_samples
+        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()  # the newest sample older than the window stays, as the base
+        if not samples or now <= samples[0][0]:
+            return None
+        start, frames = samples[0]
+        return (self.port.stats.frames - frames) / (now - start)
+
+    def _note_rate(self) -> None:
+        """Sampled as frames arrive, at most once a second: no timer, and nothing to do while the bus sleeps."""
+        now = time.monotonic()
+        if not self._rate_samples or now - self._rate_samples[-1][0] >= 1.0:
+            self._rate_samples.append((now, self.port.stats.frames))
+
     def _on_frames(self, frames: list[can.Message]) -> None:
         """Called in the loop with a batch of wanted frames."""
+        self._note_rate()
         decoder = self.decoder
         update = self._state.update
         now = self._clock()

@@ -114,6 +114,16 @@ class VehicleState:
         """Readings from ``source`` go stale ``seconds`` (vehicle time) after their last confirmation."""
         self._stale_after[source] = seconds
 
+    def expires_at(self, reading: Reading) -> float | None:
+        """Vehicle time at which ``reading`` goes stale, or None if it cannot (stale already, or no limit)."""
+        limit = self._stale_after.get(reading.source)
+        return None if limit is None or reading.is_stale else reading.seen + limit
+
+    def next_expiry(self) -> float | None:
+        """Vehicle time at which the next fresh reading goes stale, or None while none can."""
+        due = [at for r in self._readings.values() if (at := self.expires_at(r)) is not None]
+        return min(due) if due else None
+
     def expire(self) -> list[str]:
         """Mark quiet readings stale, fire "stale" events, return their paths."""
         now = self._clock()

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,27 @@ from agent.link import ConnectionStatus, LinkState
 from agent.events import Event
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
+from agent.jid import is_operator
+from agent.xmpp import surface
 from agent.xmpp.liveness import LinkMonitor
-from agent.xmpp.pinning import pin_matches, spki_sha256
+from agent.xmpp.plugins.base import P, enable
 from drivers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")  # slixmpp prefers the stronger one the server offers
 CAPS_NODE = "https://github.com/headunit/headunit"
+FEATURES_CHANGED = "headunit_features_changed"  # a plugin added or removed a disco feature: caps are redone
 
 
-class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
+class HeadunitClient(slixmpp.ClientXMPP):
     """slixmpp's client, noting when bytes last came in and stanzas last went out."""
 
     def __init__(self, jid: str, password: str, **kwargs: Any) -> None:
         super().__init__(jid, password, **kwargs)
         self.last_received = time.monotonic()
         self.last_sent = 0.0
+        self.on_unanswered: Callable[[], None] | None = None  # the first send after the last data in
 
     def data_received(self, data: bytes | str) -> None:
         self.last_received = time.monotonic()
@@ -53,7 +57,10 @@ class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
 
     def send(self, data: Any, use_filters: bool = True) -> None:
         if self.transport is not None:
+            answered = self.last_sent <= self.last_received
             self.last_sent = time.monotonic()
+            if answered and self.on_unanswered is not None:
+                self.on_unanswered()
         if not use_filters and not self._session_started and self.transport is not None:
             # XEP-0198 re-sends the unacknowledged stanzas on <resumed/> before the session
             # counts as started; slixmpp would queue them behind what was written while
@@ -66,9 +73,10 @@ class HeadunitClient(slixmpp.ClientXMPP):  # type: ignore[misc]
 class XmppSession:
     """One client for the car's account, kept online until ``stop()``."""
 
-    def __init__(self, account: AccountConfig, *,
-                 session: SessionConfig | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(self, account: AccountConfig, *, session: SessionConfig | None = None,
+                 backoff: Backoff | None = None, operators: Sequence[str] = ()) -> None:
         self.account = account
+        self.operators = tuple(operators)  # they get the detailed status, as directed presence
         self.config = session or SessionConfig()
         self._backoff = backoff or Backoff(self.config.reconnect_initial, self.config.reconnect_cap,
                                            jitter=1.0)
@@ -102,6 +110,10 @@ class XmppSession:
     def jid(self) -> str:
         return self.account.jid
 
+    def enable(self, plugin: type[P], **config: object) -> P:
+        """Enable one of the agent's plugins on this session's client (:mod:`agent.xmpp.plugins`)."""
+        return enable(self.client, plugin, **config)
+
     def connection(self) -> ConnectionStatus:
         """Where the link stands now; the one place its state and its line for people are worked out."""
         online, resumable, error = self.is_online, self.is_resumable, self.last_error
@@ -131,14 +143,15 @@ class XmppSession:
             client.register_plugin(plugin)
         client.plugin["xep_0030"].add_identity(category="client", itype="bot", name="headunit")
         client.plugin["xep_0115"].caps_node = CAPS_NODE
-        client.roster.auto_authorize = None  # the contacts policy decides, per contact
+        roster: Any = client.roster  # slixmpp types it bool, but None is its "leave it to the application"
+        roster.auto_authorize = None  # the contacts policy decides, per contact
         client.roster.auto_subscribe = False
         handlers: dict[str, Callable[..., Any]] = {
             "session_start": self._on_session_start, "session_resumed": self._on_resumed,
             "disconnected": self._on_disconnected, "connection_failed": self._on_connection_failed,
             "failed_all_auth": self._on_failed_auth, "auth_success": self._on_auth_success,
             "ssl_invalid_chain": self._on_invalid_chain, "ssl_cert": self._on_certificate,
-            "csi_enabled": self._on_csi_enabled,
+            "csi_enabled": self._on_csi_enabled, FEATURES_CHANGED: self._on_features_changed,
         }
         for event, handler in handlers.items():
             client.add_event_handler(event, handler)
@@ -218,8 +231,32 @@ class XmppSession:
             self._send_presence(update)
 
     def _send_presence(self, update: PresenceUpdate) -> None:
+        """Everyone sees ``status``; then each operator who follows the car gets its own, more detailed one."""
         self.client.send_presence(**_presence_arguments(update))
         self._sent_presence = update
+        if update.operators_status is not None and update.show != "unavailable":
+            for operator in self.following_operators():
+                self._send_directed(operator, update)
+
+    def _send_directed(self, jid: str, update: PresenceUpdate) -> None:
+        arguments = _presence_arguments(update)
+        arguments["pstatus"] = update.for_operators
+        self.client.send_presence(pto=jid, **arguments)
+
+    def following_operators(self) -> list[str]:
+        """Operators in the roster allowed to see the car's presence (subscription from or both)."""
+        if not self.operators:
+            return []
+        roster = self.client.client_roster
+        return [str(jid) for jid in list(roster) if roster[jid]["from"] and is_operator(str(jid), self.operators)]
+
+    def contact_changed(self, jid: str) -> None:
+        """A contact's subscription changed: an operator who now follows the car gets the detailed status."""
+        update = self._sent_presence
+        if (update is None or update.operators_status is None or update.show == "unavailable"
+                or not self.is_online or jid not in self.following_operators()):
+            return
+        self._send_directed(jid, update)
 
     def set_active(self, is_active: bool) -> None:
         """XEP-0352: tell the server whether anyone is looking (it may hold back non-urgent traffic)."""
@@ -230,7 +267,7 @@ class XmppSession:
             self._send_client_state()
 
     def _send_client_state(self) -> None:
-        csi = self.client.plugin["xep_0352"]  # sends nothing if the server did not offer CSI
+        csi = surface.client_state(self.client)  # sends nothing if the server did not offer CSI
         (csi.send_active if self._active else csi.send_inactive)()
 
     # -- session events --------------------------------------------------------
@@ -243,6 +280,7 @@ class XmppSession:
             await self.client.get_roster(timeout=10)
         except (slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout) as exc:
             log.warning("roster not loaded: %s", exc)
+        await self._update_caps()  # before the first presence: it carries them
         if self._presence is not None:
             self._send_presence(self._presence)
         else:
@@ -260,6 +298,22 @@ class XmppSession:
             self._send_presence(self._presence)
         log.info("session resumed (%d so far)", self.resumptions)
         self.online.emit(None)
+
+    async def _update_caps(self) -> bool:
+        """XEP-0115: hash our disco#info as it is now, for every available presence; True if it changed."""
+        caps, me = surface.caps(self.client), self.client.boundjid.full
+        before = await caps.get_verstring(me)
+        await caps.update_caps(jid=me, broadcast=False)
+        after = await caps.get_verstring(me)
+        if after != before:
+            log.debug("entity capabilities: %s", after)
+        return after != before
+
+    async def _on_features_changed(self, _: Any) -> None:
+        """A feature came or went: contacts learn the new caps with the same presence sent again."""
+        if self.client.boundjid.resource and await self._update_caps() and self.is_online \
+                and self._sent_presence is not None:
+            self._send_presence(self._sent_presence)
 
     def _came_online(self) -> None:
         self._backoff.reset()
@@ -305,6 +359,10 @@ class XmppSession:
         self.client.abort()
 
     def _on_certificate(self, pem: str) -> None:
+        if not self.account.pin_sha256:
+            return
+        from agent.xmpp.pinning import pin_matches, spki_sha256  # pyasn1: ~3 MB a car without pins never needs
+
         if pin_matches(pem, self.account.pin_sha256):
             return
         self.last_error = (f"the server's key {spki_sha256(pem)} is not one of the pinned keys "
@@ -321,9 +379,11 @@ class XmppSession:
             last_received=lambda: client.last_received, last_sent=lambda: client.last_sent,
             send_probe=self._probe, ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout)
+        client.on_unanswered = monitor.poke
         self._monitor = asyncio.create_task(self._watch(monitor), name="xmpp-link-monitor")
 
     def _stop_monitor(self) -> None:
+        self.client.on_unanswered = None
         if self._monitor is not None and self._monitor is not asyncio.current_task():
             self._monitor.cancel()
         self._monitor = None
@@ -335,7 +395,7 @@ class XmppSession:
         self.client.abort()  # no stream close: the server keeps the session for resumption
 
     def _probe(self) -> None:
-        server = JID(self.account.jid).domain
+        server = JID(JID(self.account.jid).domain)
         probe = self.client.plugin["xep_0199"].send_ping(server, timeout=self.config.ping_timeout)
         probe.add_done_callback(_ignore_result)
 

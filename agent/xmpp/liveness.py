@@ -10,6 +10,7 @@ management (XEP-0198) can resume it on the next connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class LinkMonitor:
         self._clock = clock
         self.probe_sent: float | None = None
         self.probes = 0
+        self._poked = asyncio.Event()
 
     def step(self) -> bool:
         """One check; True if the link is dead."""
@@ -53,8 +55,26 @@ class LinkMonitor:
             self._send_probe()
         return False
 
+    def next_check(self) -> float:
+        """When :meth:`step` has something to decide (clock time), if nothing arrives meanwhile."""
+        received = self._last_received()
+        if self.probe_sent is not None:
+            return self.probe_sent + self.ping_timeout
+        due = received + self.ping_interval
+        if self._last_sent() > received:
+            due = min(due, received + min(SENT_UNANSWERED, self.ping_interval))
+        return due
+
+    def poke(self) -> None:
+        """Something was sent after a quiet spell: the next check may be sooner than planned."""
+        self._poked.set()
+
     async def run(self) -> None:
-        tick = max(0.05, min(self.ping_interval, self.ping_timeout) / 8)
+        """Sleep until the next deadline (no polling: a parked car's link costs a ping a minute)."""
         while not self.step():
-            await asyncio.sleep(tick)
+            self._poked.clear()
+            delay = max(0.0, self.next_check() - self._clock()) + 0.001
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._poked.wait()
         log.warning("no answer from the server for %.0f s: the link is dead", self.ping_timeout)

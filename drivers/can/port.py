@@ -34,6 +34,7 @@ BATCH_MAX = 512
 # Frames are handed to the loop at most this often (seconds): one wake-up for many
 # frames instead of one per frame, at the price of this much added latency.
 BATCH_WINDOW = 0.005
+POLL_TIMEOUTS = (0.2, 1.0)  # s a thread-bridged bus waits for a frame: while frames come, and at most when quiet
 # Interfaces whose drivers filter in the kernel or the adapter; elsewhere python-can
 # filters in Python per frame, which our own set lookup does cheaper.
 HARDWARE_FILTERING = frozenset({"socketcan", "kvaser", "pcan", "vector", "ixxat", "neovi", "gs_usb"})
@@ -124,6 +125,8 @@ class CanPort:
             raise DriverOperationError(str(exc)) from exc
         finally:
             stop.set()
+            if reader is not None and self.interface == "replay":
+                _wake_replay_reader(self._channel_name())
             failed.cancel()  # also tells a pending batch-window callback that this bus is gone
             if fileno is not None:
                 loop.remove_reader(fileno)
@@ -191,9 +194,14 @@ class CanPort:
     def _read_thread(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop,
                      stop: threading.Event, failed: asyncio.Future[BaseException]) -> None:
         """The one thread→loop bridge for buses without a file descriptor."""
+        timeout = None if self.interface == "replay" else POLL_TIMEOUTS[0]
         while not stop.is_set():
             try:
-                first = bus.recv(0.2)
+                first = bus.recv(timeout)
+                if stop.is_set():  # woken to stop (the replay's wake-up frame is not a frame of the car)
+                    return
+                if timeout is not None:  # no descriptor to wait on: poll, more slowly while the bus is quiet
+                    timeout = POLL_TIMEOUTS[0] if first is not None else min(timeout * 2, POLL_TIMEOUTS[1])
                 if first is not None and self.batch_window > 0:
                     stop.wait(self.batch_window)
                 batch = self._read_batch(bus, first)
@@ -296,3 +304,18 @@ def _close(bus: can.BusABC) -> None:
 def _fail(failed: asyncio.Future[BaseException], exc: BaseException) -> None:
     if not failed.done():
         failed.set_result(exc)
+
+
+def _wake_replay_reader(channel: str) -> None:
+    """The replay's reader blocks with no timeout on our private virtual channel: one frame wakes it."""
+    try:
+        waker = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    except (can.CanError, OSError, ValueError) as exc:  # the reader then ends at its join timeout
+        log.debug("cannot wake the replay reader on %s: %s", channel, exc)
+        return
+    try:
+        waker.send(can.Message(arbitration_id=0x7FF, data=b"stop"))
+    except can.CanError as exc:
+        log.debug("cannot wake the replay reader on %s: %s", channel, exc)
+    finally:
+        waker.shutdown()

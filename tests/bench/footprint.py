@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import statistics
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ class Footprint:
     uss_mb: float  # memory unique to the process (what stopping it would free)
 
 
-async def measure_once(server: Prosody, settle: float = 5.0, profile: Path = DEMO_PROFILE) -> Footprint:
+async def measure_once(server: Prosody, settle: float = 5.0, profile: Path = DEMO_PROFILE,
+                       python: str = sys.executable) -> Footprint:
     car = f"bench-{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
     jid = server.register(car, password)
-    agent = AgentProcess(server.server_info(), jid, password, profile=profile)
+    agent = AgentProcess(server.server_info(), jid, password, profile=profile, python=python)
     agent.start()
     try:
         online = await agent.wait_for_line("online as", timeout=60)
@@ -41,13 +43,13 @@ async def measure_once(server: Prosody, settle: float = 5.0, profile: Path = DEM
 
 
 async def measure(repeats: int = 3, progress: object = print, *,
-                  headless: bool = False) -> list[Footprint]:
+                  headless: bool = False, python: str = sys.executable) -> list[Footprint]:
     """``headless``: the demo profile with ``[dashboard] enabled = false`` (a car without a screen)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="headunit-bench-") as folder, Prosody(Path(folder)) as server, \
             _profile(headless) as profile:
         for i in range(repeats):
-            results.append(await measure_once(server, profile=profile))
+            results.append(await measure_once(server, profile=profile, python=python))
             progress(f"  agent run {i + 1}/{repeats}{' (no dashboard)' if headless else ''}: "  # type: ignore[operator]
                      f"online after {results[-1].online_s:.2f} s, RSS {results[-1].rss_mb:.1f} MB")
     return results

@@ -11,7 +11,8 @@ from pathlib import Path
 from agent.profile.model import AccountConfig
 from agent.telemetry.codec import encode
 from agent.xmpp.client import XmppSession
-from agent.xmpp.pubsub import TelemetryPublisher
+from agent.xmpp.plugins.base import enable
+from agent.xmpp.plugins.telemetry import TelemetryPlugin
 from devserver.fleet import FleetReceiver
 from devserver.prosody import Prosody
 from tests.harness.tcpproxy import TcpProxy
@@ -43,14 +44,14 @@ async def measure(publishes: int = PUBLISHES, sizes: tuple[int, ...] = (64, 1)) 
             session.start()
             try:
                 await session.wait_online(20)
-                publisher = TelemetryPublisher(session.client, server.pubsub_host, NODE)
+                publisher = enable(session.client, TelemetryPlugin, service=server.pubsub_host, node=NODE)
                 await asyncio.sleep(1.0)  # let the session's start-up traffic settle
                 return [await _figure(proxy, publisher, size, publishes) for size in sizes]
             finally:
                 await session.stop()
 
 
-async def _figure(proxy: TcpProxy, publisher: TelemetryPublisher, size: int, publishes: int) -> WireFigure:
+async def _figure(proxy: TcpProxy, publisher: TelemetryPlugin, size: int, publishes: int) -> WireFigure:
     per_publish = []
     for i in range(publishes):
         samples = realistic_batch(max(size, 4), seed=i)[:size]

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.policies.contacts import SubscriptionPolicy
 from agent.policies.presence import PresencePolicy
 from agent.profile.model import AccountConfig, ContactsConfig, PresencePolicyConfig, SessionConfig
 from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.client import XmppSession
-from agent.xmpp.contacts import ContactsPolicy
-from tests.harness.agentproc import Watcher
+from agent.xmpp.plugins.contacts import ContactsPlugin
+from devserver.clients import Watcher
 from devserver.prosody import Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 
@@ -52,7 +53,7 @@ async def presence_latency(server: Prosody, samples: int = 200) -> Quantiles:
     operator = server.register("bench-operator", "pw-op")
     state = VehicleState()
     session = XmppSession(account(info, car, "pw-car"))
-    ContactsPolicy(session.client, ContactsConfig(), [operator]).start()
+    session.enable(ContactsPlugin, policy=SubscriptionPolicy.from_profile(ContactsConfig(), [operator]))
     policy = PresencePolicy(state, PresencePolicyConfig(), session)
     watcher = Watcher(operator, "pw-op", info, car)
     state.update(paths.MODE, "parked", "agent")

@@ -50,8 +50,8 @@ class AgentProcess:
 
     def __init__(self, server: ServerInfo, jid: str, password: str, *, profile: Path = DEMO_PROFILE,
                  speed: float | None = None, extra_env: dict[str, str] | None = None,
-                 data_dir: str | None = None) -> None:
-        self.command = [sys.executable, "-m", "agent", "run", str(profile)]
+                 data_dir: str | None = None, python: str = sys.executable) -> None:
+        self.command = [python, "-m", "agent", "run", str(profile)]
         if speed is not None:
             self.command += ["--speed", str(speed)]
         # short: UNIX socket paths are limited; reuse one to restart "the same car"

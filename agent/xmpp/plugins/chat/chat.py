@@ -1,5 +1,4 @@
-"""1:1 chat over XMPP: messages in and out, receipts, carbons, archive catch-up.
-
+"""The ``headunit_chat`` plugin: 1:1 chat in and out, receipts, carbons, archive catch-up.
 Every message goes through the local store (``agent.messages``) and is kept
 once however often it arrives: live, as offline delivery, as a carbon
 (XEP-0280), and again from the server's archive (XEP-0313). An outgoing
@@ -26,9 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 from slixmpp.plugins.xep_0198.stanza import RequestAck
@@ -39,6 +37,8 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from agent.events import Event
 from agent.jid import JidError, bare as bare_jid, same_bare
 from agent.messages.store import Direction, MessageError, MessageStore, State, StoredMessage, Via
+from agent.xmpp import surface
+from agent.xmpp.plugins.base import HeadunitPlugin
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ NS_RECEIPTS = "urn:xmpp:receipts"
 NS_DELAY = "urn:xmpp:delay"
 NS_FORWARD = "urn:xmpp:forward:0"
 STORED_TYPES = ("chat", "normal")  # 1:1 messages; headline, groupchat and error are not conversations
-PLUGINS = ("xep_0030", "xep_0184", "xep_0280", "xep_0297", "xep_0313", "xep_0359", "xep_0203")
 MAM_HANDLER = "headunit chat: archive results"
 FORGED_HANDLERS = {"headunit chat: foreign sent carbons": "message/carbon_sent",
                    "headunit chat: foreign received carbons": "message/carbon_received"}
@@ -67,7 +66,7 @@ class Seen:
     sent_at: float | None
     via: Via
     receipt_to: str | None = None  # the full JID that asked for a receipt
-    receipt_type: str = "chat"
+    receipt_type: Literal["chat", "normal"] = "chat"
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,35 @@ class Progress:
     peer: str | None
 
 
-class ChatService:
-    """Chat on the car's account: give it the session's client and the store, then ``start()``."""
+class ChatPlugin(HeadunitPlugin):
+    """Chat on the car's account, kept in the store given as ``store``.
 
-    def __init__(self, client: slixmpp.ClientXMPP, store: MessageStore, *, first_window: int = 100,
-                 page_size: int = 50, max_catch_up: int = 1000, resend_within: float = 7 * 86400.0,
-                 queue_size: int = 1000) -> None:
-        self.client = client
-        self.store = store
-        self.first_window = first_window  # the first catch-up fetches this many of the newest messages
-        self.page_size = page_size
-        self.max_catch_up = max_catch_up  # per session: a huge backlog continues next time
-        self.resend_within = resend_within  # s: older unacknowledged messages are marked failed instead
+    Configuration: ``store`` (the :class:`~agent.messages.store.MessageStore`), ``first_window``
+    (the first catch-up fetches this many of the newest messages), ``page_size``, ``max_catch_up``
+    (per session: a huge backlog continues next time), ``resend_within`` (s: older unacknowledged
+    messages are marked failed instead), ``queue_size`` (stanzas waiting for the store).
+    """
+
+    name = "headunit_chat"
+    description = "headunit: 1:1 chat with receipts, carbons and archive catch-up (XEP-0184, 0280, 0313, 0359)"
+    dependencies: ClassVar[set[str]] = {"xep_0030", "xep_0184", "xep_0280", "xep_0297", "xep_0313", "xep_0359",
+                                        "xep_0203"}
+    default_config: ClassVar[dict[str, object]] = {"store": None, "first_window": 100, "page_size": 50,
+                                                    "max_catch_up": 1000, "resend_within": 7 * 86400.0,
+                                                    "queue_size": 1000}
+
+    def plugin_init(self) -> None:
+        store = self.config["store"]
+        if not isinstance(store, MessageStore):
+            raise ValueError(f"the chat plugin needs a MessageStore as store, not {store!r}")
+        self._messages = store
+        self._first_window = int(self.config["first_window"])
+        self._page_size = int(self.config["page_size"])
+        self._max_catch_up = int(self.config["max_catch_up"])
+        self._resend_within = float(self.config["resend_within"])
         self.new_message: Event[StoredMessage] = Event("chat message")  # each new message, either way
         self.progress: Event[StoredMessage] = Event("chat progress")  # one of ours moved: sent, acked, ...
-        self._queue: asyncio.Queue[Seen | Progress] = asyncio.Queue(queue_size)
-        self._worker: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Seen | Progress] = asyncio.Queue(int(self.config["queue_size"]))
         self._session: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
         self._resending = asyncio.Lock()
@@ -103,54 +115,41 @@ class ChatService:
         self._handed: set[str] = set()  # origin-ids handed to the stream in this session
         self._mam_queries: dict[str, list[Any]] = {}
         self._trust_stanza_ids = False
-        self._handlers: dict[str, Callable[[Any], Any]] = {
-            "session_start": self._on_session_start, "session_resumed": self._on_session_resumed,
-            "disconnected": self._on_disconnected, "message": self._on_message,
-            "message_error": self._on_message_error, "carbon_received": self._on_carbon_received,
-            "carbon_sent": self._on_carbon_sent, "receipt_received": self._on_receipt,
-            "stanza_acked": self._on_stanza_acked,
-        }
+        receipts = self.xmpp.plugin["xep_0184"]
+        receipts.auto_ack = False  # we answer once the message is stored
+        receipts.auto_request = False  # we ask on chat messages ourselves
+        for event, handler in (
+            ("session_start", self._on_session_start), ("session_resumed", self._on_session_resumed),
+            ("disconnected", self._on_disconnected), ("message", self._on_message),
+            ("message_error", self._on_message_error), ("carbon_received", self._on_carbon_received),
+            ("carbon_sent", self._on_carbon_sent), ("receipt_received", self._on_receipt),
+            ("stanza_acked", self._on_stanza_acked),
+        ):
+            self.on(event, handler)
+        self.xmpp.register_handler(Callback(MAM_HANDLER, StanzaPath("message/mam_result"), self._on_mam_result))
+        for name, path in FORGED_HANDLERS.items():
+            self.xmpp.register_handler(Callback(name, StanzaPath(path), self._on_foreign_carbon))
+        self.spawn(self._work(), "chat-worker")
+        if self.session_started:
+            self._begin_session(fresh=True)
+
+    def plugin_end(self) -> None:
+        """Unhook from the client and end our tasks; the store stays open (its owner closes it)."""
+        for name in (MAM_HANDLER, *FORGED_HANDLERS):
+            self.xmpp.remove_handler(name)
+        self._is_live = False
+        self._session = None
+        super().plugin_end()
 
     @property
     def own(self) -> str:
         """The car's bare JID."""
-        return str(self.client.boundjid.bare)
+        return str(self.xmpp.boundjid.bare)
 
     @property
     def is_caught_up(self) -> bool:
         """True once this session's catch-up and re-sending are done."""
         return self._caught_up.is_set()
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def start(self) -> None:
-        """Register the plugins and handlers; if the session is already up, catch up at once."""
-        for plugin in PLUGINS:
-            self.client.register_plugin(plugin)
-        receipts = self.client.plugin["xep_0184"]
-        receipts.auto_ack = False  # we answer once the message is stored
-        receipts.auto_request = False  # we ask on chat messages ourselves
-        for event, handler in self._handlers.items():
-            self.client.add_event_handler(event, handler)
-        self.client.register_handler(Callback(MAM_HANDLER, StanzaPath("message/mam_result"), self._on_mam_result))
-        for name, path in FORGED_HANDLERS.items():
-            self.client.register_handler(Callback(name, StanzaPath(path), self._on_foreign_carbon))
-        self._worker = asyncio.create_task(self._work(), name="chat-worker")
-        if self.client.is_connected() and self.client.session_bind_event.is_set():
-            self._begin_session(fresh=True)
-
-    async def stop(self) -> None:
-        """Unhook from the client and end our tasks; idempotent. The store stays open (its owner closes it)."""
-        for event, handler in self._handlers.items():
-            self.client.del_event_handler(event, handler)
-        for name in (MAM_HANDLER, *FORGED_HANDLERS):
-            self.client.remove_handler(name)
-        self._is_live = False
-        tasks = [task for task in (self._session, self._worker) if task is not None]
-        self._session = self._worker = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # our own cancellation still propagates
 
     async def wait_for_catch_up(self, timeout: float) -> None:
         """Until this session's catch-up and re-sending are done."""
@@ -161,11 +160,11 @@ class ChatService:
 
     async def send(self, peer: str, body: str) -> StoredMessage:
         """Store, then send if online (else it goes at the next session); raises MessageError."""
-        message = await self.store.queue_outgoing(_bare(peer), body)
+        message = await self._messages.queue_outgoing(_bare(peer), body)
         self._notify(message)
         if self._is_live and message.origin_id not in self._handed:  # a session start may have sent it
             await self._transmit(message)
-        return await self.store.get(message.origin_id or "") or message
+        return await self._messages.get(message.origin_id or "") or message
 
     async def resend_unacked(self) -> int:
         """Send again what the server is not known to have, with its original origin-id; returns how many.
@@ -175,10 +174,10 @@ class ChatService:
         """
         count = 0
         async with self._resending:
-            for message in await self.store.unacked():
+            for message in await self._messages.unacked():
                 if not self._is_live or message.origin_id is None or message.origin_id in self._handed:
                     continue
-                if time.time() - message.sent_at > self.resend_within:
+                if time.time() - message.sent_at > self._resend_within:
                     log.warning("message to %s from %s never reached the server: failed", message.peer,
                                 time.strftime("%Y-%m-%d %H:%M", time.localtime(message.sent_at)))
                     await self._mark(message.origin_id, "failed", None)
@@ -192,15 +191,15 @@ class ChatService:
     async def _transmit(self, message: StoredMessage) -> None:
         """Hand one stored message to the stream: id = origin-id, receipt requested."""
         assert message.origin_id is not None
-        stanza = self.client.make_message(mto=message.peer, mbody=message.body, mtype="chat")
+        stanza = self.xmpp.make_message(mto=message.peer, mbody=message.body, mtype="chat")
         stanza["id"] = message.origin_id
         ET.SubElement(stanza.xml, f"{{{NS_SID}}}origin-id", {"id": message.origin_id})
         ET.SubElement(stanza.xml, f"{{{NS_RECEIPTS}}}request")
         self._handed.add(message.origin_id)
         stanza.send()
-        sm = self.client.plugin.get("xep_0198", None)
+        sm = self.xmpp.plugin.get("xep_0198", None)
         if sm is not None and sm.enabled_out:
-            self.client.send(RequestAck(self.client))  # queued behind the message: the ack covers it
+            self.xmpp.send(RequestAck(self.xmpp))  # queued behind the message: the ack covers it
         await self._mark(message.origin_id, "sent", message.peer)
 
     # -- session ---------------------------------------------------------------
@@ -224,7 +223,7 @@ class ChatService:
         self._caught_up.clear()
         if self._session is not None:
             self._session.cancel()
-        self._session = asyncio.create_task(self._catch_up_session(), name="chat-session")
+        self._session = self.spawn(self._catch_up_session(), "chat-session")
 
     async def _catch_up_session(self) -> None:
         """Carbons on, the archive read since last time, unacknowledged messages re-sent."""
@@ -240,7 +239,7 @@ class ChatService:
 
     async def _check_stanza_ids(self) -> None:
         try:
-            info = await self.client.plugin["xep_0030"].get_info(jid=self.own, local=False, timeout=IQ_TIMEOUT)
+            info = await self.xmpp.plugin["xep_0030"].get_info(jid=JID(self.own), local=False, timeout=IQ_TIMEOUT)
         except (IqError, IqTimeout) as exc:
             log.warning("could not ask our server whether it sets stanza-ids: %s", _reason(exc))
             return
@@ -250,7 +249,7 @@ class ChatService:
 
     async def _enable_carbons(self) -> None:
         try:
-            await self.client.plugin["xep_0280"].enable(timeout=IQ_TIMEOUT)
+            await self.xmpp.plugin["xep_0280"].enable(timeout=IQ_TIMEOUT)
         except (IqError, IqTimeout) as exc:
             log.warning("carbons not enabled: %s", _reason(exc))
 
@@ -262,7 +261,7 @@ class ChatService:
             return await self._catch_up()
 
     async def _catch_up(self) -> int:
-        after = await self.store.last_archive_id()
+        after = await self._messages.last_archive_id()
         try:
             if after is not None:
                 try:
@@ -271,7 +270,7 @@ class ChatService:
                     if exc.condition != "item-not-found":
                         raise
                     log.warning("the archive no longer has %r: reading its newest %d messages",
-                                after, self.first_window)
+                                after, self._first_window)
             return await self._catch_up_window()
         except (IqError, IqTimeout) as exc:
             log.warning("archive catch-up failed: %s", _reason(exc))
@@ -279,34 +278,34 @@ class ChatService:
 
     async def _catch_up_after(self, after: str) -> int:
         added = 0
-        for _ in range(max(1, self.max_catch_up // self.page_size)):
-            results, fin = await self._query_archive(after=after, limit=self.page_size)
+        for _ in range(max(1, self._max_catch_up // self._page_size)):
+            results, fin = await self._query_archive(after=after, limit=self._page_size)
             added += await self._store_results(results)
             last = fin["rsm"]["last"] or (results[-1]["mam_result"]["id"] if results else "")
             if last:
                 after = last
-                await self.store.set_archive_id(last)
+                await self._messages.set_archive_id(last)
             if not results or fin["complete"] in ("true", "1", True):
                 break
         else:
             log.warning("archive catch-up stopped after %d messages; the rest comes next session",
-                        self.max_catch_up)
+                        self._max_catch_up)
         log.info("archive catch-up: %d new message(s)", added)
         return added
 
     async def _catch_up_window(self) -> int:
-        results, fin = await self._query_archive(after=None, limit=self.first_window)
+        results, fin = await self._query_archive(after=None, limit=self._first_window)
         added = await self._store_results(results)
         last = fin["rsm"]["last"] or (results[-1]["mam_result"]["id"] if results else "")
         if last:
-            await self.store.set_archive_id(last)
+            await self._messages.set_archive_id(last)
         log.info("archive read for the first time: %d new message(s) of the newest %d",
-                 added, self.first_window)
+                 added, self._first_window)
         return added
 
     async def _query_archive(self, *, after: str | None, limit: int) -> tuple[list[Any], Any]:
         """One page of our own archive, oldest first: after an id, or the newest page."""
-        iq = self.client.make_iq_set()
+        iq = self.xmpp.make_iq_set()
         iq["mam"]["queryid"] = iq["id"]
         if after is None:
             iq["mam"]["rsm"]["before"] = True
@@ -316,7 +315,7 @@ class ChatService:
         results: list[Any] = []
         self._mam_queries[iq["id"]] = results
         try:
-            answer = await iq.send(timeout=IQ_TIMEOUT)
+            answer = await surface.send(iq, IQ_TIMEOUT)
         finally:
             del self._mam_queries[iq["id"]]
         return results, answer["mam_fin"]
@@ -390,7 +389,7 @@ class ChatService:
         return Seen(peer, "out" if outgoing else "in", body, msg["id"] or None,
                     None if origin is None else origin.get("id"),
                     archive_id or self._trusted_stanza_id(msg), _stamp(msg.xml) or stamp, via,
-                    receipt_to, msg["type"])
+                    receipt_to, "normal" if msg["type"] == "normal" else "chat")
 
     def _trusted_stanza_id(self, msg: Any) -> str | None:
         """The stanza-id our own server set, if it sets them; any other is ignored.
@@ -431,7 +430,7 @@ class ChatService:
                 log.exception("could not handle %s", item)
 
     async def _store(self, seen: Seen) -> StoredMessage | None:
-        stored = await self.store.add_incoming(
+        stored = await self._messages.add_incoming(
             seen.peer, seen.body, direction=seen.direction,
             stanza_id=seen.stanza_id, origin_id=seen.origin_id, archive_id=seen.archive_id,
             sent_at=seen.sent_at, via=seen.via)
@@ -445,7 +444,7 @@ class ChatService:
         """XEP-0184, once stored; a live repeat too (the sender repeats when our receipt got lost)."""
         if seen.receipt_to is None or seen.stanza_id is None or not self._is_live:
             return
-        receipt = self.client.make_message(mto=seen.receipt_to, mtype=seen.receipt_type)
+        receipt = self.xmpp.make_message(mto=seen.receipt_to, mtype=seen.receipt_type)
         receipt["receipt"] = seen.stanza_id
         receipt.send()
 
@@ -475,10 +474,10 @@ class ChatService:
 
     async def _mark(self, origin_id: str, state: State, peer: str | None) -> None:
         """Move one of our messages forward; tell ``progress`` listeners if it moved."""
-        if not await self.store.mark(origin_id, state, peer=peer):
+        if not await self._messages.mark(origin_id, state, peer=peer):
             return
         log.debug("message %s: %s", origin_id, state)
-        if self.progress.listeners and (message := await self.store.get(origin_id)) is not None:
+        if self.progress.listeners and (message := await self._messages.get(origin_id)) is not None:
             self.progress.emit(message)
 
 

@@ -1,4 +1,4 @@
-"""XEP-0050 ad-hoc commands with XEP-0004 forms: the XMPP door to :mod:`agent.commands`.
+"""The ``headunit_commands`` plugin: XEP-0050 ad-hoc commands with XEP-0004 forms, the XMPP door to commands.
 
 Built on slixmpp's xep_0050 plugin for its stanzas, its routing of command
 IQs (the "command" event) and its disco feature, but not on its session
@@ -13,19 +13,22 @@ disco items are answered per requester: operators see them, no one else does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
-import slixmpp
 from slixmpp.exceptions import XMPPError
 from slixmpp.jid import JID, InvalidJID
 from slixmpp.plugins.xep_0004 import Form
+from slixmpp.types import ErrorConditions
 
 from agent.commands.audit import AuditLog
 from agent.commands.forms import Field, FieldValue, FormView
 from agent.commands.registry import AgentFacade, Dispatcher, RateLimiter, Refused, Registry, Reply
 from agent.jid import is_operator
+from agent.xmpp import surface
+from agent.xmpp.plugins.base import HeadunitPlugin
 
 log = logging.getLogger(__name__)
 
@@ -39,55 +42,56 @@ KINDS = {"text": "text-single", "text-private": "text-private", "int": "text-sin
          "float": "text-single", "bool": "boolean", "list-single": "list-single", "jid": "jid-single"}
 
 
-class AdHocService:
-    """Offers the registry's commands at the car's full JID to the profile's operators."""
+class CommandsPlugin(HeadunitPlugin):
+    """Offers the registry's commands at the car's full JID to the profile's operators.
 
-    def __init__(self, client: slixmpp.ClientXMPP, registry: Registry, operators: Sequence[str],
-                 audit: AuditLog, agent: AgentFacade, *, limiter: RateLimiter | None = None,
-                 session_timeout: float = 120.0, sweep_every: float = SWEEP_EVERY) -> None:
-        self.client = client
+    Configuration: ``registry`` (the :class:`~agent.commands.registry.Registry`), ``operators``,
+    ``audit`` (the :class:`~agent.commands.audit.AuditLog`), ``agent`` (the
+    :class:`~agent.commands.registry.AgentFacade` commands act through), ``limiter`` (a
+    :class:`~agent.commands.registry.RateLimiter`; None: the dispatcher's default),
+    ``session_timeout`` (s an idle session lives), ``sweep_every`` (s between looks for them).
+    Pending sessions are dropped when the plugin ends.
+    """
+
+    name = "headunit_commands"
+    description = "headunit: the agent's commands as ad-hoc commands with data forms (XEP-0050, XEP-0004)"
+    dependencies: ClassVar[set[str]] = {"xep_0030", "xep_0004", "xep_0050"}
+    default_config: ClassVar[dict[str, object]] = {"registry": None, "operators": (), "audit": None, "agent": None,
+                                                    "limiter": None, "session_timeout": 120.0,
+                                                    "sweep_every": SWEEP_EVERY}
+
+    def plugin_init(self) -> None:
+        config = self.config
+        registry, audit, agent, limiter = config["registry"], config["audit"], config["agent"], config["limiter"]
+        if not isinstance(registry, Registry) or not isinstance(audit, AuditLog) or not isinstance(agent, AgentFacade):
+            raise ValueError("the commands plugin needs a Registry, an AuditLog and an AgentFacade "
+                             "(registry, audit, agent)")
+        if limiter is not None and not isinstance(limiter, RateLimiter):
+            raise ValueError(f"limiter must be a RateLimiter or None, not {limiter!r}")
+        operators: Sequence[str] = config["operators"]
         self.dispatcher = Dispatcher(registry, operators, audit, agent, is_operator=is_operator,
-                                     limiter=limiter, session_timeout=session_timeout)
-        self.sweep_every = sweep_every
+                                     limiter=limiter, session_timeout=float(config["session_timeout"]))
+        self._sweep_every = float(config["sweep_every"])
+        self._opened = asyncio.Event()
         self._bound: set[JID] = set()  # full JIDs whose disco node handlers are ours
-        self._sweeper: asyncio.Task[None] | None = None
-        self._started = False
+        self.xmpp.del_event_handler("command", self.xmpp.plugin["xep_0050"]._handle_command_all)
+        self.on("command", self._on_command)
+        # Not slixmpp's session_bind hook: BasePlugin calls that one before plugin_init.
+        self.on("session_bind", self._on_bind)
+        if self.xmpp.session_bind_event.is_set():
+            self._on_bind(self.xmpp.boundjid)
+        self.spawn(self._sweep(), "adhoc-sweeper")
 
-    # -- lifecycle -----------------------------------------------------------------
-
-    def start(self) -> None:
-        """Take over command IQs and the commands' disco; idempotent, before or after session start."""
-        if self._started:
-            return
-        self._started = True
-        for name in ("xep_0030", "xep_0004", "xep_0050"):
-            self.client.register_plugin(name)
-        plugin = self.client.plugin["xep_0050"]
-        self.client.del_event_handler("command", plugin._handle_command_all)
-        self.client.add_event_handler("command", self._on_command)
-        self.client.add_event_handler("session_bind", self._on_bind)
-        if self.client.session_bind_event.is_set():
-            self._on_bind(self.client.boundjid)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="adhoc-sweeper")
-
-    async def stop(self) -> None:
-        """Stop answering commands (pending sessions are dropped); idempotent."""
-        if not self._started:
-            return
-        self._started = False
-        self.client.del_event_handler("command", self._on_command)
-        self.client.del_event_handler("session_bind", self._on_bind)
-        disco = self.client.plugin["xep_0030"]
+    def plugin_end(self) -> None:
+        """Stop answering commands and the commands' disco; pending sessions are dropped."""
+        disco = self.xmpp.plugin["xep_0030"]
         for jid in self._bound:
             disco.del_node_handler("get_items", jid, COMMANDS)
             for command in self.dispatcher.registry:
                 disco.del_node_handler("get_info", jid, command.name)
         self._bound.clear()
         self.dispatcher.sessions.clear()
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.wait([sweeper])  # a cancel of stop() itself still propagates
+        super().plugin_end()
 
     def _on_bind(self, jid: Any) -> None:
         """Answer disco for the commands at this (possibly new) full JID ourselves."""
@@ -95,16 +99,27 @@ class AdHocService:
         if full in self._bound:
             return
         self._bound.add(full)
-        disco = self.client.plugin["xep_0030"]
+        disco = self.xmpp.plugin["xep_0030"]
         disco.set_node_handler("get_items", full, COMMANDS, self._disco_items)
         for command in self.dispatcher.registry:
             disco.set_node_handler("get_info", full, command.name, self._disco_info)
 
     async def _sweep(self) -> None:
+        """End idle sessions when the oldest is due (at most every ``sweep_every`` s); asleep while none is open."""
+        dispatcher = self.dispatcher
         while True:
-            await asyncio.sleep(self.sweep_every)
+            self._opened.clear()
+            if not dispatcher.sessions:
+                await self._opened.wait()
+                continue
+            oldest = min(session.touched for session in dispatcher.sessions.values())
+            due = oldest + dispatcher.session_timeout - dispatcher.clock()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(due, self._sweep_every) + 0.01):
+                    await self._opened.wait()  # a new session may be due sooner: look again
+                continue
             try:
-                await self.dispatcher.expire()
+                await dispatcher.expire()
             except Exception:
                 log.exception("ending timed-out command sessions failed")
 
@@ -146,11 +161,12 @@ class AdHocService:
         try:
             reply = await self.dispatcher.handle(requester, node, action, sessionid or None, submitted)
         except Refused as exc:
-            raise XMPPError(exc.condition, text=exc.text,
+            raise XMPPError(cast(ErrorConditions, exc.condition), text=exc.text,
                             etype="wait" if exc.condition in WAIT_CONDITIONS else "cancel") from exc
         except Exception as exc:
             log.exception("command %r from %s failed", node, requester)
             raise XMPPError("internal-server-error", text="the command failed") from exc
+        self._opened.set()  # the sweeper looks at the sessions again
         send_reply(iq, node, reply)
 
 
@@ -187,7 +203,7 @@ def send_reply(iq: Any, node: str, reply: Reply) -> None:
 
 def render_form(view: FormView) -> Form:
     """A form or result as XEP-0004: typed fields, options, errors in instructions and descriptions."""
-    form = Form()
+    form = surface.new_form()
     form["type"] = view.type
     form["title"] = view.title
     if view.instructions:
@@ -203,8 +219,8 @@ def _add_field(form: Form, field: Field, value: FieldValue | None, error: str | 
         kind = "text-multi" if isinstance(value, str) and "\n" in value else "text-single"
     desc = f"Error: {error}" if error else field.description or _hint(field)
     options = [{"label": o, "value": o} for o in field.options] if field.kind == "list-single" else None
-    added = form.add_field(var=field.var, ftype=kind, label=field.label, desc=desc,
-                           required=field.required and form_type == "form", options=options)
+    added = surface.form_api(form).add_field(var=field.var, ftype=kind, label=field.label, desc=desc,
+                                             required=field.required and form_type == "form", options=options)
     if value is not None:
         added["value"] = value if isinstance(value, bool) else str(value)
 

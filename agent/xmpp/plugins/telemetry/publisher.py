@@ -1,4 +1,4 @@
-"""Telemetry batches published to a PubSub node (XEP-0060) on the fleet's server.
+"""The ``headunit_telemetry`` plugin: telemetry batches published to a PubSub node (XEP-0060).
 
 Why a PubSub node and not messages to a fleet JID:
 
@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
 from xml.etree.ElementTree import Element
 
-import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import JID
+from slixmpp.plugins.xep_0004 import Form
 
 from agent.jid import JidError, bare as bare_jid
 from agent.telemetry.publisher import NodeSetupError, PublishError, PublishTimeout
+from agent.xmpp import surface
+from agent.xmpp.plugins.base import HeadunitPlugin
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +48,40 @@ SETUP_TIMEOUT = 15.0  # s for each IQ of the node setup
 ACCESS_MODELS = ("whitelist", "open")
 
 
-class TelemetryPublisher:
-    """Publishes payloads to one node; a result from the service is the acknowledgement."""
+class TelemetryPlugin(HeadunitPlugin):
+    """Publishes payloads to the car's telemetry node; a result from the service is the acknowledgement.
 
-    def __init__(self, client: slixmpp.ClientXMPP, service: str, node: str, *,
-                 access_model: str = "whitelist", members: Sequence[str] = ()) -> None:
+    Configuration: ``service`` (the PubSub service's JID), ``node``, ``access_model``
+    ("whitelist" or "open"), ``members`` (the operators whitelisted when the car owns the node).
+    It implements :class:`agent.telemetry.publisher.Publisher`.
+    """
+
+    name = "headunit_telemetry"
+    description = "headunit: telemetry to the fleet's PubSub node (XEP-0060)"
+    dependencies: ClassVar[set[str]] = {"xep_0030", "xep_0004", "xep_0060"}
+    default_config: ClassVar[dict[str, object]] = {"service": "", "node": "", "access_model": "whitelist",
+                                                    "members": ()}
+
+    def plugin_init(self) -> None:
+        access_model = str(self.config["access_model"])
         if access_model not in ACCESS_MODELS:
             raise ValueError(f"access_model must be one of {ACCESS_MODELS}, not {access_model!r}")
-        self.client = client
-        self.service = service
-        self.node = node
+        if not self.config["service"] or not self.config["node"]:
+            raise ValueError("the telemetry plugin needs a service and a node")
+        self._service = str(self.config["service"])
+        self._node = str(self.config["node"])
         self.access_model = access_model
+        members: Sequence[str] = self.config["members"]
         self.members = _bare_jids(members)
-        client.register_plugin("xep_0030")
-        client.register_plugin("xep_0004")
-        client.register_plugin("xep_0060")
-        self._pubsub: Any = client.plugin["xep_0060"]
+        self._pubsub = surface.pubsub(self.xmpp)
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    @property
+    def node(self) -> str:
+        return self._node
 
     async def ensure_node(self, timeout: float = SETUP_TIMEOUT) -> None:
         """Create the node if missing (or check the fleet made it); set the members when we own it."""
@@ -91,24 +112,24 @@ class TelemetryPublisher:
 
     # -- setup -----------------------------------------------------------------
 
-    def _config(self) -> Any:
-        form = self.client.plugin["xep_0004"].make_form(ftype="submit")
+    def _config(self) -> Form:
+        form = surface.forms(self.xmpp).make_form(ftype="submit")
         for var, value in (("pubsub#persist_items", "1"), ("pubsub#max_items", "max"),
                            ("pubsub#access_model", self.access_model), ("pubsub#publish_model", "publishers"),
                            ("pubsub#send_last_published_item", "never"), ("pubsub#notification_type", "headline"),
                            ("pubsub#title", "headunit telemetry")):
-            form.add_field(var=var, value=value)
+            surface.form_api(form).add_field(var=var, value=value)
         return form
 
     async def _check_provisioned(self, timeout: float) -> None:
         """We may not create nodes here: the fleet must have made ours (with us as publisher)."""
         try:
-            await self.client.plugin["xep_0030"].get_info(jid=self.service, node=self.node, timeout=timeout)
+            await self.xmpp.plugin["xep_0030"].get_info(jid=JID(self.service), node=self.node, timeout=timeout)
         except IqError as exc:
             if exc.condition == "item-not-found":
                 raise NodeSetupError(
                     f"{self.service} does not let this account create nodes and {self.node} does not exist: "
-                    f"the fleet must create it with {self.client.boundjid.bare} as publisher") from exc
+                    f"the fleet must create it with {self.xmpp.boundjid.bare} as publisher") from exc
             log.warning("cannot see telemetry node %s on %s (%s); trying to publish anyway",
                         self.node, self.service, _describe(exc))
             return

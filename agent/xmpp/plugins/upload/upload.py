@@ -1,4 +1,4 @@
-"""XEP-0363 HTTP File Upload that streams the body from disk, with TLS verified.
+"""The ``headunit_upload`` plugin: XEP-0363 HTTP File Upload streaming the body from disk, TLS verified.
 
 slixmpp's ``xep_0363.upload_file`` would do, but it trusts the system CAs only
 and hands aiohttp an open file whose length may change under it. Here: discover
@@ -21,13 +21,14 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import urlsplit
 
-import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import JID
 
 from agent.errors import HeadunitError
+from agent.xmpp.plugins.base import HeadunitPlugin
 
 log = logging.getLogger(__name__)
 
@@ -173,28 +174,34 @@ async def read_chunks(file: BinaryIO, size: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-class HttpUploader:
-    """Uploads files for our account with XEP-0363; reusable across reconnections."""
+class UploadPlugin(HeadunitPlugin):
+    """Uploads files for our account with XEP-0363; reusable across reconnections.
 
-    def __init__(
-        self,
-        client: slixmpp.ClientXMPP,
-        *,
-        ca_file: str | Path | None,
-        iq_timeout: float = IQ_TIMEOUT,
-        put_timeout: float = PUT_TIMEOUT,
-    ) -> None:
-        self.client = client
-        self.ssl = tls_context(ca_file)
-        self.iq_timeout = iq_timeout
-        self.put_timeout = put_timeout
+    Configuration: ``ca_file`` (the CA the upload host is verified against; None: the system's),
+    ``iq_timeout`` (s for each disco or slot IQ), ``put_timeout`` (s for the whole PUT).
+    """
+
+    name = "headunit_upload"
+    description = "headunit: HTTP File Upload streamed from disk over verified TLS (XEP-0363)"
+    # xep_0363 is registered at the first slot request: its module imports aiohttp (~10 MB),
+    # which a car that never uploads and shows no dashboard should not carry.
+    dependencies: ClassVar[set[str]] = {"xep_0030", "xep_0128"}
+    default_config: ClassVar[dict[str, object]] = {"ca_file": None, "iq_timeout": IQ_TIMEOUT,
+                                                    "put_timeout": PUT_TIMEOUT}
+
+    def plugin_init(self) -> None:
+        self._tls = tls_context(self.config["ca_file"])
         self._service: UploadService | None = None
-        for plugin in ("xep_0030", "xep_0128"):
-            client.register_plugin(plugin)
-        # xep_0363 is registered at the first slot request: its module imports aiohttp (~10 MB),
-        # which a car that never uploads and shows no dashboard should not carry.
         # A new session may be on another server (or the same one, reconfigured).
-        client.add_event_handler("session_start", self._forget_service)
+        self.on("session_start", self._forget_service)
+
+    @property
+    def _iq_timeout(self) -> float:
+        return float(self.config["iq_timeout"])
+
+    @property
+    def _put_timeout(self) -> float:
+        return float(self.config["put_timeout"])  # read at each PUT: setting ``put_timeout`` applies at once
 
     def _forget_service(self, _: object) -> None:
         self._service = None
@@ -236,15 +243,15 @@ class HttpUploader:
     async def discover(self) -> UploadService:
         """The upload service of our domain (cached until the next session)."""
         if self._service is None:
-            self._service = await self._find_service(self.client.boundjid.domain)
+            self._service = await self._find_service(self.xmpp.boundjid.domain)
             log.info("upload service %s, max file size %s", self._service.jid, self._service.max_file_size)
         return self._service
 
     async def _find_service(self, domain: str) -> UploadService:
         """Ask the domain, then each of its disco items, for the upload feature."""
-        disco = self.client.plugin["xep_0030"]
+        disco = self.xmpp.plugin["xep_0030"]
         try:
-            items = await disco.get_items(jid=domain, timeout=self.iq_timeout)
+            items = await disco.get_items(jid=JID(domain), timeout=self._iq_timeout)
         except (IqError, IqTimeout) as exc:
             raise NoUploadService(f"{domain} did not list its services: {exc}") from exc
         candidates = [domain] + [str(item[0]) for item in items["disco_items"]["items"]]
@@ -257,8 +264,8 @@ class HttpUploader:
     async def _probe(self, jid: str) -> UploadService | None:
         """``jid`` as an upload service, or None if it is not one or does not answer."""
         try:
-            info = await self.client.plugin["xep_0030"].get_info(
-                jid=jid, timeout=self.iq_timeout, cached=False
+            info = await self.xmpp.plugin["xep_0030"].get_info(
+                jid=JID(jid), timeout=self._iq_timeout, cached=False
             )
         except (IqError, IqTimeout) as exc:
             log.debug("upload discovery: %s did not answer disco#info: %s", jid, exc)
@@ -271,11 +278,11 @@ class HttpUploader:
         self, service: UploadService, name: str, size: int, content_type: str
     ) -> Slot:
         """Ask ``service`` for a slot; SlotRefused or UploadTimeout when it will not give one."""
-        self.client.register_plugin("xep_0363")  # idempotent
-        upload = self.client.plugin["xep_0363"]
+        self.xmpp.register_plugin("xep_0363")  # idempotent
+        upload = self.xmpp.plugin["xep_0363"]
         try:
             iq = await upload.request_slot(
-                service.jid, name, size, content_type, timeout=self.iq_timeout
+                JID(service.jid), name, size, content_type, timeout=self._iq_timeout
             )
         except IqTimeout as exc:
             raise UploadTimeout(f"{service.jid} did not answer the slot request") from exc
@@ -297,8 +304,8 @@ class HttpUploader:
         import aiohttp  # here: ~10 MB of imports that an agent without the dashboard never needs otherwise
 
         headers = {**slot.headers, "Content-Length": str(size), "Content-Type": content_type}
-        timeout = aiohttp.ClientTimeout(total=self.put_timeout, sock_connect=self.iq_timeout)
-        connector = aiohttp.TCPConnector(ssl=self.ssl)
+        timeout = aiohttp.ClientTimeout(total=self._put_timeout, sock_connect=self._iq_timeout)
+        connector = aiohttp.TCPConnector(ssl=self._tls)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.put(slot.put_url, data=data, headers=headers) as response:
@@ -309,7 +316,7 @@ class HttpUploader:
                             response.status,
                         )
         except TimeoutError as exc:
-            raise UploadTimeout(f"PUT {slot.put_url} did not finish in {self.put_timeout:g}s") from exc
+            raise UploadTimeout(f"PUT {slot.put_url} did not finish in {self._put_timeout:g}s") from exc
         except aiohttp.ClientError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, UploadError) else exc
             raise PutFailed(f"PUT {slot.put_url} failed: {cause}") from exc

@@ -1,89 +1,74 @@
-"""Contacts and subscriptions: who may see the car, decided per contact.
+"""The ``headunit_contacts`` plugin: subscriptions and the roster for the car's account (RFC 6121).
 
-The four flows of RFC 6121 (subscribe, subscribed, unsubscribe, unsubscribed),
-both ways. A fleet operator's request is approved at once and the operator is
-filed in the profile's roster group; anyone else waits for the driver (or is
-refused, if the profile says so). Pending requests live on the server, which
-re-sends them at every login (Prosody keeps the original stanza, nick and
-status included), so the list kept here is in memory only.
+The four flows (subscribe, subscribed, unsubscribe, unsubscribed), both ways. Who is
+approved, refused or left to the driver is not decided here: the plugin is configured
+with a :class:`agent.policies.contacts.SubscriptionPolicy` and asks it at each request.
+An approved operator is filed in the policy's roster group and asked for their presence
+in return. Pending requests live on the server, which re-sends them at every login
+(Prosody keeps the original stanza, nick and status included), so the list kept here for
+the driver is in memory only; enable the plugin before connecting to see them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
-import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
+from slixmpp.stanza import Iq
 
 from agent.events import Event
-from agent.jid import JidError, bare as bare_jid, is_operator
-from agent.errors import HeadunitError
-from agent.policies.contacts import Contact, ContactsError, PendingRequest, ResourcePresence, clean_text
-from agent.profile.model import ContactsConfig
+from agent.jid import JidError, bare as bare_jid
+from agent.policies.contacts import (Contact, ContactsError, Decision, PendingRequest, ResourcePresence,
+                                     SubscriptionPolicy, clean_text)
+from agent.xmpp.plugins.base import HeadunitPlugin
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 200  # requests kept for the driver; beyond, the oldest is refused
-IQ_TIMEOUT = 15.0  # s for a roster change to be answered
+ROSTER_TIMEOUT = 15  # s for a roster change to be answered (slixmpp takes whole seconds)
 NICK = "{http://jabber.org/protocol/nick}nick"  # XEP-0172, read without the PEP plugin stack
 
 
-class ContactsPolicy:
-    """Answers subscription requests for the car's account and lists its contacts."""
+class ContactsPlugin(HeadunitPlugin):
+    """Answers subscription requests for the car's account and lists its contacts.
 
-    def __init__(self, client: slixmpp.ClientXMPP, config: ContactsConfig, operators: Sequence[str], *,
-                 max_pending: int = MAX_PENDING) -> None:
-        self.client = client
-        self.config = config
-        self.operators = tuple(operators)
-        self.max_pending = max_pending
+    Configuration: ``policy``, the :class:`~agent.policies.contacts.SubscriptionPolicy`
+    (by default nobody is an operator and every request waits for the driver).
+    It implements :class:`agent.cabin.api.ContactsPort`.
+    """
+
+    name = "headunit_contacts"
+    description = "headunit: presence subscriptions and the roster (RFC 6121)"
+    dependencies: ClassVar[set[str]] = set()
+    default_config: ClassVar[dict[str, object]] = {"policy": SubscriptionPolicy()}
+
+    def plugin_init(self) -> None:
+        policy = self.config["policy"]
+        if not isinstance(policy, SubscriptionPolicy):
+            raise TypeError(f"the contacts plugin needs a SubscriptionPolicy, not {policy!r}")
+        self._policy = policy
         self.request_pending: Event[PendingRequest] = Event("contacts request")  # waits for the driver
         self.changed: Event[str] = Event("contacts change")  # with the contact's bare JID
         self._pending: OrderedDict[str, PendingRequest] = OrderedDict()  # oldest first
-        self._online = False
-        self._handlers: list[tuple[str, Callable[[Any], None]]] = [
-            ("presence_subscribe", self._on_subscribe),
-            ("presence_subscribed", self._on_subscribed),
-            ("presence_unsubscribe", self._on_unsubscribe),
-            ("presence_unsubscribed", self._on_unsubscribed),
-            ("roster_update", self._on_roster_update),
-            ("changed_status", self._on_changed_status),
-            ("session_start", self._on_session),
-            ("session_resumed", self._on_session),
-            ("disconnected", self._on_disconnected),
-        ]
-        self._started = False
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> None:
-        """Listen to the client; requests already received (roster pending_in) are taken up."""
-        if self._started:
-            return
-        self._started = True
-        for event, handler in self._handlers:
-            self.client.add_event_handler(event, handler)
-        self._online = bool(self.client.is_connected() and self.client.sessionstarted)
-        for jid in list(self.client.client_roster):
-            item = self.client.client_roster[jid]
+        for event, handler in (("presence_subscribe", self._on_subscribe),
+                               ("presence_subscribed", self._on_subscribed),
+                               ("presence_unsubscribe", self._on_unsubscribe),
+                               ("presence_unsubscribed", self._on_unsubscribed),
+                               ("roster_update", self._on_roster_update),
+                               ("changed_status", self._on_changed_status),
+                               ("session_start", self._on_session), ("session_resumed", self._on_session),
+                               ("disconnected", self._on_disconnected)):
+            self.on(event, handler)
+        self._online = self.session_started
+        roster = self.xmpp.client_roster  # requests already received (pending_in) are taken up
+        for jid in list(roster):
+            item = roster[jid]
             if item["pending_in"] and not item["from"]:
                 self._take_request(str(jid), None, None)
-
-    def stop(self) -> None:
-        """Stop answering; idempotent. Pending requests stay on the server."""
-        if not self._started:
-            return
-        self._started = False
-        for event, handler in self._handlers:
-            self.client.del_event_handler(event, handler)
 
     # -- what the driver sees and does ---------------------------------------
 
@@ -93,7 +78,7 @@ class ContactsPolicy:
 
     def contacts(self) -> list[Contact]:
         """The roster: entries with a subscription either way, an open request of ours, a name or a group."""
-        roster = self.client.client_roster
+        roster = self.xmpp.client_roster
         found = []
         for jid in sorted(roster):
             item = roster[jid]
@@ -118,8 +103,8 @@ class ContactsPolicy:
     def subscribe(self, jid: str) -> None:
         """Ask a contact for their presence (the other half of a mutual subscription)."""
         bare = self._checked_online(jid)
-        self.client.client_roster[bare]["pending_out"] = True
-        self.client.send_presence_subscription(pto=bare, ptype="subscribe")
+        self.xmpp.client_roster[bare]["pending_out"] = True
+        self.xmpp.send_presence_subscription(pto=bare, ptype="subscribe")
         log.info("asked %s for their presence", bare)
 
     async def remove(self, jid: str) -> None:
@@ -127,14 +112,18 @@ class ContactsPolicy:
         bare = self._checked_online(jid)
         if bare in self._pending:
             self._drop_pending(bare)
+        roster = self.xmpp.client_roster
+        removal = roster.remove(bare)  # what ClientXMPP.del_roster_item does, typed
+        if removal is None:
+            raise ContactsError("a component has no roster to remove contacts from")
         try:
-            await self.client.del_roster_item(bare)
+            await removal
         except IqError as exc:
             raise ContactsError(f"the server did not remove {bare}: {exc.condition}") from exc
         except IqTimeout as exc:
             raise ContactsError(f"the server did not answer the removal of {bare}") from exc
-        if self.client.client_roster.has_jid(bare):  # the server's push follows its answer
-            del self.client.client_roster[bare]
+        if roster.has_jid(bare):  # the server's push follows its answer
+            del roster[bare]
         log.info("%s removed from the roster", bare)
         self._changed(bare)
 
@@ -144,9 +133,10 @@ class ContactsPolicy:
         who = self._sender(presence, "subscribe")
         if who is None:
             return
-        if is_operator(who, self.operators):
+        decision = self._policy.decide(who)
+        if decision is Decision.APPROVE:
             self._approve_operator(who)
-        elif self.config.unknown == "refuse":
+        elif decision is Decision.REFUSE:
             log.info("subscription request from %s refused (not an operator; contacts.unknown = refuse)", who)
             self._send_unsubscribed(who)
         else:
@@ -170,15 +160,15 @@ class ContactsPolicy:
             self._drop_pending(who)
         else:
             log.info("%s no longer follows the car's presence", who)
-        self.client.send_presence_subscription(pto=who, ptype="unsubscribed")  # RFC 3921's acknowledgement
+        self.xmpp.send_presence_subscription(pto=who, ptype="unsubscribed")  # RFC 3921's acknowledgement
         self._forget_if_stranger(who)
         self._changed(who)
 
     def _on_unsubscribed(self, presence: Any) -> None:
         who = self._sender(presence, "unsubscribed")
         if who is not None:
-            if self.client.client_roster.has_jid(who):
-                self.client.client_roster[who]["pending_out"] = False
+            if self.xmpp.client_roster.has_jid(who):
+                self.xmpp.client_roster[who]["pending_out"] = False
             log.info("%s refused or cancelled the car's subscription to their presence", who)
             self._forget_if_stranger(who)
             self._changed(who)
@@ -193,7 +183,7 @@ class ContactsPolicy:
         if not who:
             log.warning("%s presence without a sender dropped", kind)
             return None
-        if who == str(self.client.boundjid.bare):
+        if who == str(self.xmpp.boundjid.bare):
             log.warning("%s presence from the car's own account dropped", kind)
             return None
         return who
@@ -205,14 +195,15 @@ class ContactsPolicy:
         in return: PEP pushes the car's location (XEP-0163) only to contacts whose presence it gets."""
         self._send_subscribed(jid)
         log.info("subscription from operator %s approved", jid)
-        item = self.client.client_roster[jid]
+        roster = self.xmpp.client_roster
+        item = roster[jid]
         if not (item["to"] or item["pending_out"]):
-            self.client.send_presence_subscription(pto=jid, ptype="subscribe")
+            self.xmpp.send_presence_subscription(pto=jid, ptype="subscribe")
+        group = self._policy.operator_group
         try:
-            result = self.client.client_roster.update(
-                jid, name=jid, subscription=None, groups=[self.config.operator_group], timeout=IQ_TIMEOUT)
+            result = roster.update(jid, name=jid, subscription=None, groups=[group], timeout=ROSTER_TIMEOUT)
         except Exception:
-            log.exception("cannot put operator %s in roster group %r", jid, self.config.operator_group)
+            log.exception("cannot put operator %s in roster group %r", jid, group)
             return
         if result is not None:
             result.add_done_callback(lambda done: _log_roster_failure(done, jid))
@@ -220,27 +211,27 @@ class ContactsPolicy:
 
     def _send_subscribed(self, jid: str) -> None:
         """The server then sends the car's current presence to the new subscriber (RFC 6121 3.1.5)."""
-        item = self.client.client_roster[jid]
+        item = self.xmpp.client_roster[jid]
         item["from"] = True
         item["pending_in"] = False
         self._pending.pop(jid, None)
-        self.client.send_presence_subscription(pto=jid, ptype="subscribed")
+        self.xmpp.send_presence_subscription(pto=jid, ptype="subscribed")
 
     def _send_unsubscribed(self, jid: str) -> None:
         self._pending.pop(jid, None)
-        self.client.send_presence_subscription(pto=jid, ptype="unsubscribed")
+        self.xmpp.send_presence_subscription(pto=jid, ptype="unsubscribed")
         self._forget_if_stranger(jid)
 
     def _take_request(self, jid: str, nick: str | None, status: str | None) -> None:
         if jid in self._pending:
             return  # a repeat (or the server's re-send at login): the first one stands
-        if is_operator(jid, self.operators):
+        if self._policy.decide(jid) is Decision.APPROVE:
             self._approve_operator(jid)
             return
-        while len(self._pending) >= self.max_pending:
+        limit = self._policy.max_pending
+        while len(self._pending) >= limit:
             oldest, _ = self._pending.popitem(last=False)
-            log.warning("more than %d subscription requests pending: refusing the oldest, from %s",
-                        self.max_pending, oldest)
+            log.warning("more than %d subscription requests pending: refusing the oldest, from %s", limit, oldest)
             self._send_unsubscribed(oldest)
         request = PendingRequest(jid, time.time(), nick, status)
         self._pending[jid] = request
@@ -253,7 +244,7 @@ class ContactsPolicy:
 
     def _forget_if_stranger(self, jid: str) -> None:
         """Drop the library's local entry for a JID we have no relation with, so floods leave nothing."""
-        roster = self.client.client_roster
+        roster = self.xmpp.client_roster
         if jid in self._pending or not roster.has_jid(jid):
             return
         item = roster[jid]
@@ -263,7 +254,7 @@ class ContactsPolicy:
 
     # -- roster and presence changes ---------------------------------------------
 
-    def _on_roster_update(self, iq: Any) -> None:
+    def _on_roster_update(self, iq: Iq) -> None:
         """A roster push (or the roster itself): requests answered elsewhere leave the pending list."""
         try:
             items = iq["roster"]["items"]
@@ -282,7 +273,7 @@ class ContactsPolicy:
             who = str(presence["from"].bare)
         except InvalidJID:
             return
-        if who and who != str(self.client.boundjid.bare):
+        if who and who != str(self.xmpp.boundjid.bare):
             self._changed(who)
 
     def _on_session(self, _: Any) -> None:
@@ -304,7 +295,7 @@ class ContactsPolicy:
             bare = bare_jid(jid)
         except JidError as exc:
             raise ContactsError(str(exc)) from exc
-        if bare == str(self.client.boundjid.bare):
+        if bare == str(self.xmpp.boundjid.bare):
             raise ContactsError(f"{bare} is the car's own account")
         if not self._online:
             raise ContactsError("the car is not connected to its XMPP server; try again when it is online")
@@ -322,7 +313,7 @@ def _contact(jid: str, item: Any) -> Contact:
                    bool(item["pending_out"]), presence)
 
 
-def _log_roster_failure(done: Any, jid: str) -> None:
+def _log_roster_failure(done: asyncio.Future[Iq], jid: str) -> None:
     if done.cancelled():
         return
     exc = done.exception()
@@ -330,4 +321,3 @@ def _log_roster_failure(done: Any, jid: str) -> None:
         log.warning("the server refused to file %s in the operators' group: %s", jid, exc.condition)
     elif exc is not None:
         log.warning("filing %s in the operators' group failed: %r", jid, exc)
-
