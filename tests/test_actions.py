@@ -106,8 +106,8 @@ def decisions(entry: AuditEntry) -> list[tuple[str, bool, str | None]]:
 
 
 @contextlib.contextmanager
-def listener(name: str, **options: object) -> Iterator[can.BusABC]:
-    bus = can.Bus(interface="virtual", channel=name, **options)
+def listener(name: str, *, rx_queue_size: int = 0) -> Iterator[can.BusABC]:
+    bus = can.Bus(interface="virtual", channel=name, rx_queue_size=rx_queue_size)
     try:
         yield bus
     finally:

@@ -280,9 +280,10 @@ async def test_control_handlers_answer_and_refuse_bad_arguments_clearly(
         assert isinstance(pending, dict)
         assert [q["id"] for q in pending["questions"]] == [ident]
         assert [n["id"] for n in pending["notices"]] == [notice.id]
-        for args, error in [({"id": "12x"}, "notice: expected a whole number"), ({}, "notice: expected a whole number"),
-                            ({"id": True}, "notice: expected a whole number"),
-                            ({"id": 10**30}, "notice: expected a whole number")]:
+        refused_acks: list[tuple[dict[str, object], str]] = [
+            ({"id": "12x"}, "notice: expected a whole number"), ({}, "notice: expected a whole number"),
+            ({"id": True}, "notice: expected a whole number"), ({"id": 10**30}, "notice: expected a whole number")]
+        for args, error in refused_acks:
             with pytest.raises(ControlError, match=error):
                 await client.call("driver.ack", **args)
         with pytest.raises(ControlError, match="accept: expected true or false"):

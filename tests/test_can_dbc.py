@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import cantools
 import pytest
@@ -15,13 +16,19 @@ DBC = Path(__file__).parent / "data" / "can" / "test.dbc"
 DB = cantools.database.load_file(str(DBC))
 
 
-def spec(message: str | int, signal: str, key: str | None = None, **kw: object) -> SignalSpec:
-    return SignalSpec(message, signal, key or f"{message}.{signal}", **kw)  # type: ignore[arg-type]
+def spec(message: str | int, signal: str, key: str | None = None, *, scale: float = 1.0, offset: float = 0.0,
+         datatype: str | None = None) -> SignalSpec:
+    return SignalSpec(message, signal, key or f"{message}.{signal}", scale=scale, offset=offset, datatype=datatype)
+
+
+def approx(value: float) -> float:
+    """pytest.approx typed as the number it stands for, so it compares with decoded values."""
+    return cast(float, pytest.approx(value))
 
 
 def frame(name: str, **values: object) -> bytes:
     message = DB.get_message_by_name(name)
-    full = {s.name: 0 for s in message.signals if not s.multiplexer_ids or s.name in values}
+    full: dict[str, object] = {s.name: 0 for s in message.signals if not s.multiplexer_ids or s.name in values}
     full.update(values)
     return bytes(message.encode(full, strict=False))
 
@@ -55,25 +62,25 @@ def test_unchanged_wanted_bits_are_not_decoded_again_even_if_the_counter_moves()
 def test_motorola_signal_bits_are_watched_too() -> None:
     decoder = DbcDecoder.from_file(DBC, [spec("Motorola", "Speed", "speed")])
     for speed in (0.0, 0.01, 2.56, 655.35):  # low byte, high byte, both
-        assert decoder.decode(300, False, frame("Motorola", Speed=speed))[1] == [("speed", pytest.approx(speed))]
+        assert decoder.decode(300, False, frame("Motorola", Speed=speed))[1] == [("speed", approx(speed))]
 
 
 def test_multiplexed_signals_decode_per_mux_value_and_alternating_frames_are_deduplicated() -> None:
     decoder = DbcDecoder.from_file(DBC, [spec("Cluster", "Odometer", "odo"), spec("Cluster", "Ambient", "amb")])
     odo = frame("Cluster", Mux=0, Odometer=12345.6)
     amb = frame("Cluster", Mux=1, Ambient=21.5)
-    assert decoder.decode(0x520, False, odo)[1] == [("odo", pytest.approx(12345.6))]
+    assert decoder.decode(0x520, False, odo)[1] == [("odo", approx(12345.6))]
     assert decoder.decode(0x520, False, amb)[1] == [("amb", 21.5)]
     assert decoder.decode(0x520, False, odo)[1] is None, "same odometer frame again"
     assert decoder.decode(0x520, False, amb)[1] is None, "same ambient frame again"
     assert decoder.decode(0x520, False, frame("Cluster", Mux=0, Odometer=12345.7))[1] == [
-        ("odo", pytest.approx(12345.7))]
+        ("odo", approx(12345.7))]
 
 
 def test_extended_and_standard_ids_are_different_frames() -> None:
     decoder = DbcDecoder.from_file(DBC, [spec("Battery", "Voltage", "volts")])
     data = frame("Battery", Voltage=12.6)
-    assert decoder.decode(0x18FF5021, True, data)[1] == [("volts", pytest.approx(12.6))]
+    assert decoder.decode(0x18FF5021, True, data)[1] == [("volts", approx(12.6))]
     assert decoder.decode(0x18FF5021 & 0x7FF, False, data) == (None, None)
     assert decoder.frame_filter.accepts(0x18FF5021, True)
     assert not decoder.frame_filter.accepts(0x18FF5021 & 0x7FF, False)
@@ -95,7 +102,7 @@ def test_j1939_messages_match_by_pgn_whatever_source_address_and_priority(source
     ccvs1 = (priority << 26) | (0xFEF1 << 8) | source_address
     assert decoder.decode(eec1, True, frame("EEC1", EngineSpeed=1500))[1] == [("rpm", 1500)]
     assert decoder.decode(ccvs1, True, frame("CCVS1", WheelBasedVehicleSpeed=88.5))[1] == [
-        ("speed", pytest.approx(88.5))]
+        ("speed", approx(88.5))]
     assert decoder.frame_filter.accepts(eec1, True) and decoder.frame_filter.accepts(ccvs1, True)
     other_pgn = (priority << 26) | (0xFEEE << 8) | source_address
     assert decoder.decode(other_pgn, True, bytes(8)) == (None, None)

@@ -28,9 +28,9 @@ def channel() -> str:
 
 
 @contextlib.contextmanager
-def listener(name: str, **options: object) -> Iterator[can.BusABC]:
+def listener(name: str, *, rx_queue_size: int = 0) -> Iterator[can.BusABC]:
     """A second bus on the same virtual channel: it sees what the sender sent."""
-    bus = can.Bus(interface="virtual", channel=name, **options)
+    bus = can.Bus(interface="virtual", channel=name, rx_queue_size=rx_queue_size)
     try:
         yield bus
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import slixmpp
+from slixmpp.types import MessageTypes
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
@@ -40,7 +41,7 @@ class Peer:
     receipts: list[str] = field(default_factory=list)
 
     def send(self, to: str, body: str, *, origin_id: str | None = None, receipt: bool = True,
-             mtype: str = "chat", extra: list[ET.Element] | None = None) -> str:
+             mtype: MessageTypes = "chat", extra: list[ET.Element] | None = None) -> str:
         msg = self.client.make_message(mto=to, mbody=body, mtype=mtype)
         msg["id"] = origin_id or self.client.new_id()
         if origin_id:
@@ -243,7 +244,8 @@ async def test_a_message_out_carries_an_origin_id_and_ends_delivered(
     await until(lambda: progress[-1:] == ["delivered"], "the dashboard told of each step")
     # Each move is told with the message as stored then: a step overtaken before it was read (the
     # server's ack landing first) shows its successor. Never backwards, and the last is "delivered".
-    assert progress == sorted(progress, key=["sent", "acked", "delivered"].index) and len(progress) >= 2
+    order: list[str | None] = ["sent", "acked", "delivered"]
+    assert progress == sorted(progress, key=order.index) and len(progress) >= 2
     assert car.new[0].origin_id == message.origin_id and car.new[0].state == "queued"
     for bad_peer, body in (("two@@at-signs", "hi"), ("", "hi"), (alice_jid, "\x00 ")):
         with pytest.raises(MessageError):

@@ -89,7 +89,7 @@ class Net:
         client.enable_direct_tls = False
         client.enable_plaintext = False
         client.ca_certs = Path(self.server.ca_file)
-        client.roster.auto_authorize = None  # as XmppSession: nobody is approved by the library
+        client.roster.auto_authorize = None  # type: ignore[assignment]  # typed bool; None as XmppSession: nobody is approved by the library
         client.roster.auto_subscribe = False
         online = asyncio.Event()
 
@@ -513,7 +513,7 @@ async def test_a_repeated_request_is_one_request(net: Net, xmpp_account: Account
     ann = await net.connect(ann_jid, ann_pw)
     for i in range(50):
         subscribe(ann, car_jid, status=f"please {i}")
-    ann.send_message(mto=car_jid, mbody="done", mtype="chat")  # arrives after every request
+    ann.send_message(mto=slixmpp.JID(car_jid), mbody="done", mtype="chat")  # arrives after every request
     await marker.wait_for(lambda body: body == "done", "the marker message")
     assert [r.jid for r in policy.pending()] == [ann_jid] and len(pending.calls) == 1
     assert policy.pending()[0].status == "please 0"

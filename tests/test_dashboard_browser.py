@@ -23,9 +23,9 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 from agent.app import Agent
 from agent.profile.model import FleetConfig, Profile, SessionConfig
 from agent.vehicle import paths
-from tests.harness.agentproc import Watcher, demo_profile, wait_until
+from tests.harness.agentproc import demo_profile, wait_until
 from tests.harness.browser import VIEWPORTS, Tab, chromium
-from devserver.clients import close_client, log_in, verified_client
+from devserver.clients import Watcher, close_client, log_in, verified_client
 from devserver.prosody import AccountFactory, ServerInfo
 from tests.harness.screenshots import OperatorClient, stranger_asks
 from tests.harness.tcpproxy import TcpProxy

@@ -34,9 +34,9 @@ from agent.dashboard.token import TOKEN_FILE, URL_FILE
 from agent.errors import AgentStartError
 from agent.profile.model import DashboardConfig, FleetConfig, Profile
 from agent.vehicle import paths
-from tests.harness.agentproc import REPO, Watcher, demo_profile, wait_until
+from tests.harness.agentproc import REPO, demo_profile, wait_until
 from tests.harness.dashboard import WAIT, Page, car_profile, open_page, running, token_of, ws_url
-from devserver.clients import close_client, log_in, verified_client
+from devserver.clients import Watcher, close_client, log_in, verified_client
 from devserver.prosody import AccountFactory, ServerInfo
 
 FAST = 30.0  # the 353 s drive in about 12 s
@@ -184,7 +184,7 @@ async def test_a_page_gets_the_full_state_in_order_then_every_page_the_changes(
                 assert prompts == {"type": "prompts", "notices": [], "questions": []}
                 assert offers == {"type": "offers", "calls": [], "files": []}
 
-            operator.send_message(mto=car, mbody="Where are you?", mtype="chat")
+            operator.send_message(mto=slixmpp.JID(car), mbody="Where are you?", mtype="chat")
             for page in (first, second):
                 got = await page.wait_for("messages", lambda f: not f["full"])
                 [message] = got["messages"]
@@ -331,7 +331,7 @@ async def test_the_presence_override_reaches_a_watcher_and_automatic_returns(
         watcher = Watcher(op, op_pw, prosody_server, car)
         await watcher.start()
         try:
-            await watcher.wait_for(lambda: watcher.seen, WAIT)
+            await watcher.wait_for(lambda: bool(watcher.seen), WAIT)
             auto_show = page.of("presence")[-1]["auto_show"]
             assert auto_show != "dnd"
             mark = len(page.frames)

@@ -49,7 +49,8 @@ async def doors(prosody_server: ServerInfo, xmpp_account: AccountFactory) -> Asy
         yield Doors(agent, page, control)
 
 
-REFUSED_BY_BOTH = [
+Call = tuple[str, dict[str, object]]
+REFUSED_BY_BOTH: list[tuple[str, Call, Call, str | None]] = [
     ("a long non-ASCII message", ("chat.send", {"to": "ann@example.org", "body": LONG_KOREAN}),
      ("chat.send", {"to": "ann@example.org", "body": LONG_KOREAN}),
      "body: a message is at most 10000 bytes, this one has 15000"),

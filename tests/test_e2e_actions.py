@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import can
 import pytest
@@ -52,7 +52,7 @@ async def test_lock_is_refused_while_the_replay_drives_and_sent_once_the_car_is_
         await agent.xmpp.wait_online(20)
         await log_in(operator, prosody_server)
         await wait_until(lambda: agent.state.value(paths.MODE) == "driving"
-                         and (agent.state.value(paths.SPEED) or 0) > 10, timeout=60)
+                         and cast(float, agent.state.value(paths.SPEED) or 0) > 10, timeout=60)
         refused = await run(operator, car, "lock")
         note = str(refused["command"]["notes"])
         assert refused["command"]["status"] == "completed"

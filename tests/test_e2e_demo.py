@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.profile import load_profile
-from tests.harness.agentproc import DEMO_PROFILE, AgentProcess, Watcher
+from devserver.clients import Watcher
+from tests.harness.agentproc import DEMO_PROFILE, AgentProcess
 from devserver.prosody import Prosody
 
 SPEED = 5.0  # fast enough for the suite; slow enough that a busy machine does not stall values stale

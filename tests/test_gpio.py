@@ -37,7 +37,7 @@ class Recorder:
             raise RuntimeError(f"listener failed on {value}")
 
 
-class HeldPin(MockPin):
+class HeldPin(MockPin):  # type: ignore[misc]  # gpiozero is not type-checked (follow_imports = skip)
     """A mock input whose line an outside circuit holds, overriding the internal pull.
 
     Models the ignition divider: with the key on, the line reads high whatever pull

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 from slixmpp import ClientXMPP
 
@@ -286,6 +286,7 @@ async def test_client_logs_in_with_scram_over_verified_starttls(
     jid, password = xmpp_account("car")
     async with client(jid, password, prosody_server, prosody_server.ca_file) as probe:
         await probe.wait_for("session_start")
+        assert probe.xmpp.transport is not None
         tls = probe.xmpp.transport.get_extra_info("ssl_object")
         print("SASL mechanisms offered:", sorted(probe.offered), "used:", probe.mechanism)
         assert probe.mechanism == "SCRAM-SHA-256"

@@ -17,16 +17,18 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from slixmpp import JID
 
 from agent.app import Agent
 from agent.control import ControlClient, ControlError
 from tests.harness.cli import control_profile, headunit
 from agent.profile.model import FleetConfig
 from agent.vehicle import paths
-from tests.harness.agentproc import Watcher, demo_profile, wait_until
+from devserver.clients import Watcher
+from tests.harness.agentproc import demo_profile, wait_until
 from devserver.prosody import AccountFactory, ServerInfo
 
 SPEED = 20.0  # the 353 s drive in about 18 s; driving from about 2 s to 16 s
@@ -84,7 +86,7 @@ async def test_state_chat_and_presence_follow_the_replayed_drive(
         watcher, received = await watching(prosody_server, operator, car[0])
         try:
             await wait_until(lambda: agent.state.value(paths.MODE) == "driving"
-                             and (agent.state.value(paths.SPEED) or 0) > 10, timeout=60)
+                             and cast(float, agent.state.value(paths.SPEED) or 0) > 10, timeout=60)
 
             rc, out, err = await headunit("state", cli)
             assert rc == 0, err
@@ -115,7 +117,7 @@ async def test_state_chat_and_presence_follow_the_replayed_drive(
             await wait_until(lambda: "Running late, sorry" in received, timeout=WAIT)
             assert received == ["On my way", "Running late, sorry"], "the refused text was never sent"
 
-            watcher.client.send_message(mto=car[0], mbody="No problem", mtype="chat")
+            watcher.client.send_message(mto=JID(car[0]), mbody="No problem", mtype="chat")
             async with asyncio.timeout(WAIT):
                 while not await stored(agent, op, "No problem"):
                     await asyncio.sleep(0.05)
@@ -128,7 +130,7 @@ async def test_state_chat_and_presence_follow_the_replayed_drive(
             rc, out, err = await headunit("chat", cli)
             assert rc == 0 and out.splitlines()[1].split()[0] == op and "No problem" in out, (out, err)
 
-            await watcher.wait_for(lambda: watcher.seen and watcher.seen[-1].show == "xa", timeout=WAIT)
+            await watcher.wait_for(lambda: bool(watcher.seen) and watcher.seen[-1].show == "xa", timeout=WAIT)
             rc, out, err = await headunit("presence", cli, "dnd", "--status", "Back in 5")
             assert (rc, out) == (0, 'dnd "Back in 5" (set by the driver; automatic would be xa "Ignition off")\n'), err
             await watcher.wait_for(lambda: (watcher.seen[-1].show, watcher.seen[-1].status) == ("dnd", "Back in 5"),
@@ -197,18 +199,19 @@ async def test_bad_arguments_are_refused_with_clear_errors(
         assert await agent.messages.threads() == [], "nothing was sent"
 
         async with ControlClient(agent.control.path) as client:  # another client, not checking anything
-            for cmd, args, error in [
-                    ("chat.send", {"to": op, "body": "x" * 20_000}, "body: a message is at most 10000 bytes"),
-                    ("chat.send", {"to": 42, "body": "hi"}, "to: expected a JID like ann@example.org, found 42"),
-                    ("chat.send", {"to": op, "body": ["hi"]}, "body: expected a non-empty text"),
-                    ("chat.show", {"peer": op, "limit": True}, "limit: expected a whole number from 1 to 500"),
-                    ("chat.show", {"peer": op, "before": -1}, "before: expected a whole number from 0"),
-                    ("presence.set", {"show": "chat"}, "show: expected one of available, away, xa, dnd"),
-                    ("presence.set", {"show": "dnd", "status": 7}, "status: expected a text of at most 100"),
-                    ("offers.answer", {"id": "abc123", "accept": "yes"}, "accept: expected true or false"),
-                    ("offers.answer", {"id": "abc123", "accept": True}, "no offer 'abc123' is waiting")]:
+            refused_calls: list[tuple[str, dict[str, object], str]] = [
+                ("chat.send", {"to": op, "body": "x" * 20_000}, "body: a message is at most 10000 bytes"),
+                ("chat.send", {"to": 42, "body": "hi"}, "to: expected a JID like ann@example.org, found 42"),
+                ("chat.send", {"to": op, "body": ["hi"]}, "body: expected a non-empty text"),
+                ("chat.show", {"peer": op, "limit": True}, "limit: expected a whole number from 1 to 500"),
+                ("chat.show", {"peer": op, "before": -1}, "before: expected a whole number from 0"),
+                ("presence.set", {"show": "chat"}, "show: expected one of available, away, xa, dnd"),
+                ("presence.set", {"show": "dnd", "status": 7}, "status: expected a text of at most 100"),
+                ("offers.answer", {"id": "abc123", "accept": "yes"}, "accept: expected true or false"),
+                ("offers.answer", {"id": "abc123", "accept": True}, "no offer 'abc123' is waiting")]
+            for cmd, params, error in refused_calls:
                 with pytest.raises(ControlError) as caught:
-                    await client.call(cmd, **args)
+                    await client.call(cmd, **params)
                 assert error in str(caught.value), (cmd, str(caught.value))
             state: Any = await client.call("state")
         assert state["presence"]["auto"] is True and state["connection"]["outbox"] == 0, "nothing was changed"

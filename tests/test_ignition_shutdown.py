@@ -35,7 +35,8 @@ from agent.vehicle.mode import ModeSettings
 from agent.vehicle.mode_tracker import ModeTracker
 from agent.vehicle.state import VehicleState
 from agent.telemetry.publisher import node_name
-from tests.harness.agentproc import Watcher, demo_profile, wait_until
+from devserver.clients import Watcher
+from tests.harness.agentproc import demo_profile, wait_until
 from devserver.fleet import FleetReceiver
 from devserver.prosody import Prosody
 

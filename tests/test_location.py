@@ -131,7 +131,7 @@ class Net:
         client.enable_direct_tls = False
         client.enable_plaintext = False
         client.ca_certs = Path(self.server.ca_file)
-        client.roster.auto_authorize = None  # every approval in these tests is explicit
+        client.roster.auto_authorize = None  # type: ignore[assignment]  # typed bool; None: every approval is explicit
         client.roster.auto_subscribe = False
         client.register_plugin("xep_0060")
         if geoloc_interest:
@@ -227,7 +227,7 @@ async def subscribe_to_car(car: slixmpp.ClientXMPP, contact: slixmpp.ClientXMPP,
 async def barrier(car: slixmpp.ClientXMPP, inbox: Inbox, contact: slixmpp.ClientXMPP) -> None:
     """Everything the server sent the contact before now has arrived: a chat from the car comes after it."""
     token = secrets.token_hex(4)
-    car.send_message(mto=contact.boundjid.bare, mbody=token, mtype="chat")
+    car.send_message(mto=slixmpp.JID(contact.boundjid.bare), mbody=token, mtype="chat")
     await inbox.wait_for(lambda: token in inbox.chats, "the barrier message")
 
 

@@ -102,7 +102,7 @@ async def test_every_presence_carries_caps_that_hash_the_cars_disco_info(audienc
     assert seen.caps is not None and friend_seen.caps == seen.caps  # both audiences: the same capabilities
     node, hash_name, ver = seen.caps
     assert (node, hash_name) == (CAPS_NODE, "sha-1")
-    car = agent.xmpp.client.boundjid.full
+    car = slixmpp.JID(agent.xmpp.client.boundjid.full)
     info = (await operator.client.plugin["xep_0030"].get_info(jid=car, node=f"{node}#{ver}",
                                                               timeout=WAIT))["disco_info"]
     assert operator.client.plugin["xep_0115"].generate_verstring(info, hash_name) == ver

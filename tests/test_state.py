@@ -80,7 +80,8 @@ def test_values_go_stale_when_their_source_goes_quiet(state: VehicleState, clock
     assert state.value("Vehicle.CurrentLocation.Latitude") == 37.4
     assert events[-1].kind is EventKind.STALE
     state.update("Vehicle.Speed", 50, "can")  # same value again: fresh, reported as a change
-    assert events[-1].kind is EventKind.CHANGED and not events[-1].new.is_stale
+    last = events[-1]
+    assert last.kind is EventKind.CHANGED and not last.new.is_stale
 
 
 def test_refresh_of_a_stale_value_makes_it_fresh_and_says_so(state: VehicleState, clock: FakeTime) -> None:

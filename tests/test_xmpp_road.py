@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from slixmpp import JID
 
 from agent.policies.presence import PresenceUpdate
 from agent.profile.model import AccountConfig, SessionConfig
@@ -74,8 +75,8 @@ async def test_a_cut_link_is_resumed_and_no_message_is_lost_or_doubled_either_wa
             await session.wait_online(20)
             await until(lambda: session.is_resumable, 10)
             for i in range(60):  # traffic both ways, and the link is cut in the middle of it
-                session.client.send_message(mto=peer_jid, mbody=f"up {i}", mtype="chat")
-                peer.client.send_message(mto=car_jid, mbody=f"down {i}", mtype="chat")
+                session.client.send_message(mto=JID(peer_jid), mbody=f"up {i}", mtype="chat")
+                peer.client.send_message(mto=JID(car_jid), mbody=f"down {i}", mtype="chat")
                 if i == 30:
                     await proxy.cut(reset=True)
                 await asyncio.sleep(0.01)
@@ -157,7 +158,7 @@ async def test_a_slow_link_is_not_mistaken_for_a_dead_one(prosody_server: Server
             await session.wait_online(20)
             proxy.slow(1500, latency=0.6)  # an edge link at the fringe of coverage
             for i in range(20):
-                session.client.send_message(mto=peer_jid, mbody=f"slow {i}", mtype="chat")
+                session.client.send_message(mto=JID(peer_jid), mbody=f"slow {i}", mtype="chat")
                 await asyncio.sleep(0.3)
             await until(lambda: len(peer.received) == 20, 30)
             await asyncio.sleep(FAST.ping_interval + FAST.ping_timeout)  # quiet: probes on a slow link

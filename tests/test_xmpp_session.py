@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from slixmpp import JID
 
 from agent.policies.contacts import SubscriptionPolicy
 from agent.policies.presence import PresenceUpdate
@@ -17,8 +18,7 @@ from agent.xmpp.client import XmppSession
 from agent.xmpp.plugins.contacts import ContactsPlugin
 from agent.xmpp.pinning import spki_sha256
 from drivers.backoff import Backoff
-from tests.harness.agentproc import Watcher
-from devserver.clients import close_client, log_in, verified_client
+from devserver.clients import Watcher, close_client, log_in, verified_client
 from devserver.pki import make_pki
 from devserver.prosody import AccountFactory, Prosody, ServerInfo
 
@@ -158,7 +158,7 @@ async def test_disco_and_caps_describe_the_car(prosody_server: ServerInfo, xmpp_
     try:
         await session.wait_online(20)
         await log_in(other, prosody_server)
-        info = await other.plugin["xep_0030"].get_info(jid=f"{car}/headunit", timeout=10)
+        info = await other.plugin["xep_0030"].get_info(jid=JID(f"{car}/headunit"), timeout=10)
         identities = {(c, t) for c, t, _, _ in info["disco_info"]["identities"]}
         features = set(info["disco_info"]["features"])
     finally:
@@ -198,7 +198,7 @@ def record_raw(session: XmppSession) -> list[str]:
         sent.extend(state for state in ("inactive", "active") if text.startswith(f"<{state} "))
         write(data)
 
-    session.client.send_raw = send_raw
+    session.client.send_raw = send_raw  # type: ignore[method-assign]  # a spy on the stream
     return sent
 
 

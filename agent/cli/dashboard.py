@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
 
 def live_url(folder: Path) -> str:
     """The published address, once its dashboard answers; NoDashboard otherwise."""
-    # imported here: the agent package's server (aiohttp) stays out of every `headunit` start
+    # imported here: the agent package's server (agent/dashboard/web.py) stays out of every `headunit` start
     from agent.dashboard.token import DashboardNotRunning, read_url
 
     try:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 from agent.errors import HeadunitError
 from agent.profile.model import Profile
@@ -29,6 +29,24 @@ from agent.storage import data_dir
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, object]], Awaitable[object]]  # args of the request -> JSON-able result
+RequestId = str | int | float | None
+
+
+class ControlRequest(TypedDict):
+    """One line from a client: ``{"id": 1, "cmd": "contacts.pending", "args": {}}``."""
+
+    id: RequestId
+    cmd: str
+    args: dict[str, object]
+
+
+class ControlReply(TypedDict, total=False):
+    """One line back: ``ok`` with ``result``, or not ``ok`` with ``error``."""
+
+    id: RequestId
+    ok: bool
+    result: object
+    error: str
 
 MAX_LINE = 64 * 1024  # bytes of one request, newline included
 MAX_REPLY = 16 * 1024 * 1024  # bytes of one reply a client accepts
@@ -203,9 +221,10 @@ class ControlServer:
             return _error(rid, f"unknown command {cmd!r} (known: {known})")
         if not isinstance(args, dict):
             return _error(rid, "args: expected a JSON object")
-        return await self._run(rid, cmd, args)
+        return await self._run(ControlRequest(id=rid, cmd=cmd, args=args))
 
-    async def _run(self, rid: object, cmd: str, args: dict[str, Any]) -> bytes:
+    async def _run(self, request: ControlRequest) -> bytes:
+        rid, cmd, args = request["id"], request["cmd"], request["args"]
         try:
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 result = await self.handlers[cmd](args)
@@ -219,7 +238,7 @@ class ControlServer:
             log.exception("control command %s failed (args %r)", cmd, args)
             return _error(rid, f"internal error in {cmd}: {exc!r}")
         try:
-            return _encode({"id": rid, "ok": True, "result": result})
+            return _encode(ControlReply(id=rid, ok=True, result=result))
         except (TypeError, ValueError) as exc:
             log.error("control command %s returned something that is not JSON: %s", cmd, exc)
             return _error(rid, f"internal error in {cmd}: result is not JSON")
@@ -248,12 +267,12 @@ async def _skip_line(reader: asyncio.StreamReader, consumed: int) -> None:
             consumed = exc.consumed
 
 
-def _encode(message: Mapping[str, object]) -> bytes:
+def _encode(message: ControlReply | ControlRequest) -> bytes:
     return (json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
-def _error(rid: object, message: str) -> bytes:
-    return _encode({"id": rid, "ok": False, "error": message})
+def _error(rid: RequestId, message: str) -> bytes:
+    return _encode(ControlReply(id=rid, ok=False, error=message))
 
 
 class ControlClient:
@@ -270,7 +289,7 @@ class ControlClient:
         """Send one command and return its result; ControlError with the agent's reason if it failed."""
         reader, writer = await self._connect()
         self._next_id += 1
-        writer.write(_encode({"id": self._next_id, "cmd": cmd, "args": args}))
+        writer.write(_encode(ControlRequest(id=self._next_id, cmd=cmd, args=dict(args))))
         try:
             async with asyncio.timeout(self.timeout):
                 await writer.drain()

@@ -17,12 +17,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
 from agent.cabin.api import DriverApi
 from agent.dashboard import frames, requests
 from agent.dashboard.frames import Frame
 from agent.dashboard.limits import Budget, LogLimiter
+from agent.dashboard.web import CloseCode, MessageType, WebSocket
 from agent.errors import HeadunitError
 from agent.messages.store import StoredMessage
 from agent.profile.model import DashboardConfig
@@ -44,7 +43,7 @@ CLOSE_TIMEOUT = 2.0  # s for the pages to take the close at stop
 class Page:
     """One connected page: its WebSocket, the frames waiting for it, and its request budget."""
 
-    def __init__(self, ws: web.WebSocketResponse, peer: str) -> None:
+    def __init__(self, ws: WebSocket, peer: str) -> None:
         self.ws = ws
         self.peer = peer
         self.budget = Budget(REQUESTS_PER_SECOND, REQUESTS_PER_SECOND)
@@ -88,7 +87,7 @@ class Page:
         try:
             while (text := await self._queue.get()) is not None:
                 await self.ws.send_str(text)
-            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow: reconnect")
+            await self.ws.close(CloseCode.TRY_AGAIN_LATER, "too slow: reconnect")
         except (ConnectionError, RuntimeError) as exc:
             log.debug("dashboard page %s: stopped sending: %s", self.peer, exc)
 
@@ -172,7 +171,7 @@ class Hub:
         if ticker is not None:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-        closing = [page.ws.close(code=WSCloseCode.GOING_AWAY, message=b"the agent is stopping")
+        closing = [page.ws.close(CloseCode.GOING_AWAY, "the agent is stopping")
                    for page in list(self._pages)]
         if closing:
             try:
@@ -183,7 +182,7 @@ class Hub:
 
     # -- one page --------------------------------------------------------------------
 
-    async def serve(self, ws: web.WebSocketResponse, peer: str) -> None:
+    async def serve(self, ws: WebSocket, peer: str) -> None:
         """Greet a connected page, then answer its requests until it goes."""
         page = Page(ws, peer)
         self._pages.add(page)
@@ -194,12 +193,12 @@ class Hub:
                 page.greet(await self._greeting())
             except Exception:
                 log.exception("dashboard page %s: the state could not be gathered", peer)
-                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the agent could not read its state")
+                await ws.close(CloseCode.INTERNAL_ERROR, "the agent could not read its state")
                 return
             async for message in ws:
-                if message.type == WSMsgType.TEXT:
+                if message.type is MessageType.TEXT and isinstance(message.data, str):
                     await self._on_text(page, message.data)
-                elif message.type == WSMsgType.BINARY:
+                else:
                     self._refuse(page, None, "text frames only (JSON)")
         finally:
             self._pages.discard(page)

@@ -1,4 +1,4 @@
-"""The dashboard's web server: aiohttp inside the agent process, on the loopback interface by default.
+"""The dashboard's web server (:mod:`agent.dashboard.web`) in the agent process, on loopback by default.
 
 ``/`` is the page, ``/static/...`` its files (nothing outside ``static/``), ``/healthz``
 answers ``ok`` for the kiosk unit to wait on, and ``/ws`` is the WebSocket of
@@ -15,12 +15,10 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from aiohttp import web
-from yarl import URL
-
 from agent.cabin.api import DriverApi
 from agent.dashboard.hub import MAX_FRAME, Hub
 from agent.dashboard.limits import LogLimiter
+from agent.dashboard.web import Request, Response, Upgrade, WebServer, static_file
 from agent.dashboard.token import URL_FILE, new_token, publish, withdraw
 from agent.errors import AgentStartError
 from agent.profile.model import DashboardConfig
@@ -53,7 +51,7 @@ class Dashboard:
         self.static_dir = static_dir or STATIC
         self.hub = Hub(api, config)
         self._token = ""
-        self._runner: web.AppRunner | None = None
+        self._server: WebServer | None = None
         self._port: int | None = None
         self._refusals = LogLimiter(log)
 
@@ -81,22 +79,20 @@ class Dashboard:
 
     async def start(self) -> None:
         """Listen, publish the token and the address, follow the agent; DashboardStartError if it cannot."""
-        if self._runner is not None:
+        if self._server is not None:
             return
         if not self.config.allow_remote and not ipaddress.ip_address(self.config.host).is_loopback:
             raise DashboardStartError(f"dashboard: {self.config.host} is not a loopback address; "
                                       "listening there needs allow_remote = true")
         self._token = new_token()
-        runner = web.AppRunner(self._application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-        await runner.setup()
+        server = WebServer(self._route, headers=SECURITY_HEADERS)  # and no-store, unless a file says no-cache
         try:
-            await web.TCPSite(runner, self.config.host, self.config.port).start()
+            await server.start(self.config.host, self.config.port)
         except OSError as exc:
-            await runner.cleanup()
             raise DashboardStartError(f"dashboard: cannot listen on {self.config.host}:{self.config.port}: "
                                       f"{_reason(exc)}") from exc
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._server = server
+        self._port = server.port
         try:
             publish(self.data_dir, self._token, self.url)
         except OSError as exc:
@@ -107,72 +103,63 @@ class Dashboard:
 
     async def stop(self) -> None:
         """Withdraw the token, close every page ("going away"), stop listening; idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is None:
+        server, self._server = self._server, None
+        if server is None:
             return
         withdraw(self.data_dir)
         await self.hub.stop()
-        await runner.cleanup()
+        await server.stop(SHUTDOWN_TIMEOUT)
         log.info("dashboard closed")
 
     # -- HTTP ------------------------------------------------------------------------
 
-    def _application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_FRAME)
-        app.router.add_get("/", self._index)
-        app.router.add_get("/healthz", _healthz)
-        app.router.add_get("/ws", self._websocket)
-        app.router.add_static("/static", self.static_dir, show_index=False, follow_symlinks=False)
-        app.on_response_prepare.append(_secure)
-        return app
+    async def _route(self, request: Request) -> Response | Upgrade:
+        if request.path == "/":
+            page = static_file(self.static_dir, "index.html")
+            return page or Response.text(404, "the dashboard page is not installed\n")
+        if request.path == "/healthz":
+            return Response.text(200, "ok\n")
+        if request.path == "/ws":
+            return self._websocket(request)
+        if request.path.startswith("/static/"):
+            found = static_file(self.static_dir, request.path.removeprefix("/static/"))
+            if found is not None:
+                found.headers["Cache-Control"] = "no-cache"  # revalidated; the page itself is no-store
+                return found
+        return Response.text(404, "not found\n")
 
-    async def _index(self, request: web.Request) -> web.StreamResponse:
-        page = self.static_dir / "index.html"
-        if not page.is_file():
-            raise web.HTTPNotFound(text="the dashboard page is not installed\n")
-        return web.FileResponse(page)
-
-    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+    def _websocket(self, request: Request) -> Response | Upgrade:
         """Upgrade only for this start's token and this server's own origin; else 403, no upgrade."""
         peer = request.remote or "?"
         problem = self._refusal(request)
         if problem is not None:
             self._refusals.warning("dashboard: WebSocket from %s refused: %s", peer, problem)
-            raise web.HTTPForbidden(text=f"dashboard: {problem}\n")
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=4 * MAX_FRAME)
-        if not ws.can_prepare(request):
-            raise web.HTTPBadRequest(text="dashboard: expected a WebSocket upgrade\n")
-        await ws.prepare(request)
-        await self.hub.serve(ws, peer)
-        return ws
+            return Response.text(403, f"dashboard: {problem}\n")
+        if not request.is_websocket_upgrade:
+            return Response.text(400, "dashboard: expected a WebSocket upgrade\n")
+        return Upgrade(lambda ws: self.hub.serve(ws, peer), max_message=4 * MAX_FRAME, heartbeat=HEARTBEAT)
 
-    def _refusal(self, request: web.Request) -> str | None:
+    def _refusal(self, request: Request) -> str | None:
         """Why this upgrade is refused, or None."""
         given = request.query.get("token", "")
         if not given:
             return "no token"
         if not hmac.compare_digest(given.encode(), self._token.encode()):
             return "wrong token"
-        host = URL(f"http://{request.host}").host or ""
+        host = _host_name(request.host)
         if not self.config.allow_remote and not _is_local_name(host):
             return f"Host {request.host[:80]!r} is not this machine"  # DNS rebinding
-        origin = request.headers.get("Origin")
+        origin = request.headers.get("origin")
         if origin is not None and origin.lower() != f"http://{request.host}".lower():
             return f"foreign origin {origin[:80]!r}"
         return None
 
 
-async def _healthz(request: web.Request) -> web.StreamResponse:
-    return web.Response(text="ok\n")
-
-
-async def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response: the security headers; the page and answers are not cached, files revalidated."""
-    response.headers.update(SECURITY_HEADERS)
-    if request.path.startswith("/static/") and response.status == 200:
-        response.headers["Cache-Control"] = "no-cache"
-    else:
-        response.headers["Cache-Control"] = "no-store"
+def _host_name(host: str) -> str:
+    """The name part of a Host header: "127.0.0.1:8470" → "127.0.0.1", "[::1]:8470" → "[::1]"."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _is_local_name(host: str) -> bool:

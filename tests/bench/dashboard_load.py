@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, ViewportSize, async_playwright, expect
 
 from agent.app import Agent
 from tests.harness.agentproc import demo_profile
 from tests.harness.browser import CHROMIUM, FLAGS
 from devserver.prosody import Prosody
 
-VIEWPORT = {"width": 800, "height": 480}
+VIEWPORT: ViewportSize = {"width": 800, "height": 480}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ async def measure(publishes: int = PUBLISHES, sizes: tuple[int, ...] = (64, 1)) 
                 await session.stop()
 
 
-async def _figure(proxy: TcpProxy, publisher: TelemetryPublisher, size: int, publishes: int) -> WireFigure:
+async def _figure(proxy: TcpProxy, publisher: TelemetryPlugin, size: int, publishes: int) -> WireFigure:
     per_publish = []
     for i in range(publishes):
         samples = realistic_batch(max(size, 4), seed=i)[:size]

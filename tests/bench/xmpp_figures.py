@@ -17,7 +17,7 @@ from agent.vehicle import paths
 from agent.vehicle.state import VehicleState
 from agent.xmpp.client import XmppSession
 from agent.xmpp.plugins.contacts import ContactsPlugin
-from tests.harness.agentproc import Watcher
+from devserver.clients import Watcher
 from devserver.prosody import Prosody, ServerInfo
 from tests.harness.tcpproxy import TcpProxy
 
