@@ -23,9 +23,10 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 from agent.app import Agent
 from agent.profile.model import FleetConfig, Profile, SessionConfig
 from agent.vehicle import paths
+from tests.harness.dashboard import running as started
 from tests.harness.agentproc import demo_profile, wait_until
 from tests.harness.browser import VIEWPORTS, Tab, chromium
-from devserver.clients import Watcher, close_client, log_in, verified_client
+from devserver.clients import Watcher, close_client
 from devserver.prosody import AccountFactory, ServerInfo
 from tests.harness.screenshots import OperatorClient, stranger_asks
 from tests.harness.tcpproxy import TcpProxy
@@ -51,15 +52,9 @@ def car_profile(server: ServerInfo, car: tuple[str, str], operators: tuple[str, 
     return profile
 
 
-@contextlib.asynccontextmanager
-async def running(profile: Profile, *, speed: float = SPEED) -> AsyncIterator[Agent]:
-    agent = Agent(profile, speed=speed)
-    try:
-        await agent.start()
-        await agent.xmpp.wait_online(WAIT)
-        yield agent
-    finally:
-        await asyncio.wait_for(agent.stop(), WAIT)
+def running(profile: Profile, *, speed: float = SPEED) -> contextlib.AbstractAsyncContextManager[Agent]:
+    """An agent started and online on ``profile`` (the drive at this module's speed by default)."""
+    return started(profile, speed=speed)
 
 
 @contextlib.asynccontextmanager

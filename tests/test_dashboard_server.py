@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import shutil
 import socket
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ from agent.app import Agent
 from agent.dashboard import Dashboard
 from agent.dashboard.token import TOKEN_FILE, URL_FILE
 from agent.errors import AgentStartError
-from agent.profile.model import DashboardConfig, FleetConfig, Profile
+from agent.profile.model import DashboardConfig
 from agent.vehicle import paths
-from tests.harness.agentproc import REPO, demo_profile, wait_until
+from tests.harness.agentproc import REPO, wait_until
 from tests.harness.dashboard import WAIT, Page, car_profile, open_page, running, token_of, ws_url
 from devserver.clients import Watcher, close_client, log_in, verified_client
 from devserver.prosody import AccountFactory, ServerInfo

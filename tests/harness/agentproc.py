@@ -13,14 +13,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import slixmpp
 
 from agent.profile import load_profile
 from agent.profile.model import Profile, StorageConfig
-from devserver.clients import SeenPresence, Watcher, close_client, log_in, verified_client
 from devserver.prosody import ServerInfo
 
 REPO = Path(__file__).resolve().parents[2]
